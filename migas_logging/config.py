@@ -135,8 +135,7 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
         return DEFAULT_ENDPOINT
     if not isinstance(endpoint, str):
         raise ConfigurationError(
-            f"{source} must be a URL string such as 'https://migas.nipreps.org', "
-            f"not {endpoint!r}"
+            f"{source} must be a URL string such as 'https://migas.nipreps.org', not {endpoint!r}"
         )
     url = endpoint.strip().rstrip("/")
     if url.endswith("/graphql"):

@@ -81,7 +81,9 @@ class MigasHTTPError(MigasRequestError):
         url: the URL that was called.
     """
 
-    def __init__(self, message: str, *, status: int, body: str = "", url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, body: str = "", url: str | None = None
+    ) -> None:
         super().__init__(message, url=url)
         self.status = status
         self.body = body

@@ -1,0 +1,454 @@
+"""HTTP to a migas server: one breadcrumb or one GraphQL call at a time, answers as values.
+
+The transport builds requests and maps every answer to an :class:`Outcome`; it never
+raises, keeps no queue and starts no thread (the worker does that). It holds one
+``requests.Session`` so that consecutive calls reuse one keep-alive connection, sets
+explicit connect and read timeouts on every call, keeps TLS verification on, and sends
+``User-Agent: migas-logging/<version>``.
+
+Breadcrumbs go to ``POST /api/breadcrumb``. A server that answers 404 or 405 there is an
+older one: the transport then sends the GraphQL ``add_breadcrumb`` mutation instead, and
+remembers that for the rest of its life. A ``413`` that names a smaller size limit than
+2,500 bytes (a deployment may lower it) makes the transport refit the breadcrumb to
+that limit and try once more, so the breadcrumb is shortened rather than lost.
+
+``requests`` is imported when the first transport is made, not when this module is
+imported: ``import migas_logging`` stays cheap for applications that never log an error.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from migas_logging._version import __version__
+from migas_logging.breadcrumb import MAX_BODY_BYTES, Breadcrumb
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["USER_AGENT", "Outcome", "OutcomeKind", "Transport"]
+
+USER_AGENT = f"migas-logging/{__version__}"
+
+ADD_BREADCRUMB_MUTATION = (
+    "mutation AddBreadcrumb($project: String!, $project_version: String!, $language: String!, "
+    "$language_version: String!, $ctx: ContextInput!, $proc: ProcessInput!) "
+    "{ add_breadcrumb(project: $project, project_version: $project_version, "
+    "language: $language, language_version: $language_version, ctx: $ctx, proc: $proc) "
+    "{ success message } }"
+)
+
+_SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
+_DETAIL_MAX = 300
+
+
+class OutcomeKind(enum.Enum):
+    """What became of one request."""
+
+    DELIVERED = "delivered"
+    """The server took it (2xx with the expected JSON)."""
+    REJECTED = "rejected"
+    """The server refused it for good (400, 413, 422, other 4xx, ``success: false``)."""
+    RATE_LIMITED = "rate_limited"
+    """429: this address sent too many requests in the server's window."""
+    SERVER_ERROR = "server_error"
+    """5xx, or the connection broke after the request was sent."""
+    TIMEOUT = "timeout"
+    """No connection or no answer within the timeout."""
+    UNREACHABLE = "unreachable"
+    """No connection: refused, unknown host, TLS failure."""
+    BAD_ANSWER = "bad_answer"
+    """A 2xx answer that is not the JSON a migas server gives (a proxy's page, garbage)."""
+    CLIENT_ERROR = "client_error"
+    """The client itself failed to build or send the request (a bug; reported once)."""
+
+
+_RETRYABLE = frozenset({OutcomeKind.SERVER_ERROR, OutcomeKind.TIMEOUT, OutcomeKind.UNREACHABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one call, as a value.
+
+    Args:
+        kind: what happened.
+        status: the HTTP status, when there was an answer.
+        detail: a one-line, human-readable account (the server's message if any).
+        retry_after: seconds to wait, from a ``Retry-After`` header, when sent.
+        via: ``"rest"`` or ``"graphql"``.
+        elapsed: seconds spent on the call.
+        payload: the decoded JSON answer, when there was one.
+        body_bytes: the size of the request body that was sent.
+    """
+
+    kind: OutcomeKind
+    status: int | None = None
+    detail: str = ""
+    retry_after: float | None = None
+    via: str = "rest"
+    elapsed: float = 0.0
+    payload: Any = field(default=None, compare=False)
+    body_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the server took the request."""
+        return self.kind is OutcomeKind.DELIVERED
+
+    @property
+    def retryable(self) -> bool:
+        """True for failures that another try may fix (5xx, timeouts, no connection)."""
+        return self.kind in _RETRYABLE
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 1] + "…"
+
+
+def _detail_of(payload: Any, fallback: str) -> str:
+    """Pull the server's human message out of a JSON answer."""
+    if isinstance(payload, dict):
+        detail = payload.get("detail")
+        if isinstance(detail, str):
+            return _short(detail)
+        if isinstance(detail, list) and detail:
+            first = detail[0]
+            if isinstance(first, dict):
+                loc = ".".join(str(p) for p in first.get("loc", []))
+                return _short(f"{loc}: {first.get('msg', '')}".strip(": "))
+        errors = payload.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return _short(str(errors[0].get("message", fallback)))
+        message = payload.get("message")
+        if isinstance(message, str) and message:
+            return _short(message)
+    return fallback
+
+
+class Transport:
+    """Send breadcrumbs and GraphQL calls to one migas server.
+
+    Not thread-safe: give each thread its own transport (the worker owns one; the crash
+    hook makes its own).
+
+    Args:
+        endpoint: the server's base URL (already resolved, see
+            :func:`migas_logging.config.resolve_endpoint`).
+        timeout: seconds for connecting and, separately, for reading the answer.
+        connect_timeout: seconds for connecting; defaults to ``timeout``.
+        session: a ``requests.Session`` to use instead of a new one (tests, proxies).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        *,
+        connect_timeout: float | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        import requests
+
+        self.endpoint = endpoint.rstrip("/")
+        self.timeout = (connect_timeout or timeout, timeout)
+        self._requests = requests
+        self._session = session if session is not None else requests.Session()
+        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        self._session.verify = True
+        self._graphql_only = False
+        self._max_body = MAX_BODY_BYTES
+        self._lock = threading.Lock()
+
+    @property
+    def uses_graphql(self) -> bool:
+        """True once the server showed it has no REST breadcrumb endpoint."""
+        return self._graphql_only
+
+    def close(self) -> None:
+        """Close the keep-alive connection(s)."""
+        try:
+            self._session.close()
+        except Exception:
+            pass
+
+    # --- breadcrumbs -----------------------------------------------------------------
+
+    def send(self, crumb: Breadcrumb, *, wait: bool = False) -> Outcome:
+        """Send one breadcrumb and report what became of it.
+
+        Args:
+            crumb: the breadcrumb (valid and within 2,500 bytes by construction).
+            wait: ask the server to answer after ingestion (``?wait=true``), so that a
+                failed ingestion shows as a 500 instead of being lost after a 202.
+
+        Returns:
+            The outcome; never raises.
+        """
+        try:
+            if self._graphql_only:
+                return self._send_graphql(crumb)
+            outcome = self._send_rest(crumb, wait=wait)
+            if outcome.status in (404, 405):
+                self._graphql_only = True
+                return self._send_graphql(crumb)
+            if outcome.kind is OutcomeKind.REJECTED and outcome.status == 413:
+                match = _SIZE_LIMIT.search(outcome.detail)
+                limit = int(match.group(1)) if match else 0
+                if 200 <= limit < self._max_body:
+                    self._max_body = limit
+                    return self._send_rest(crumb, wait=wait)
+            return outcome
+        except Exception as exc:  # a bug must not reach the application
+            return Outcome(OutcomeKind.CLIENT_ERROR, detail=_short(f"{type(exc).__name__}: {exc}"))
+
+    def _send_rest(self, crumb: Breadcrumb, *, wait: bool) -> Outcome:
+        if self._max_body < MAX_BODY_BYTES:
+            crumb = crumb.fitted(self._max_body)
+        body = crumb.to_json()
+        url = f"{self.endpoint}/api/breadcrumb" + ("?wait=true" if wait else "")
+        outcome = self._post(url, body, via="rest")
+        if outcome.kind is OutcomeKind.DELIVERED and not (
+            isinstance(outcome.payload, dict) and outcome.payload.get("success") is True
+        ):
+            return _replace(outcome, OutcomeKind.BAD_ANSWER, "answer lacks success: true")
+        return outcome
+
+    def _graphql_body(self, crumb: Breadcrumb) -> bytes:
+        payload = crumb.to_payload()
+        proc = payload.get("proc", {})
+        variables = {
+            "project": payload["project"],
+            "project_version": payload["project_version"],
+            "language": payload["language"],
+            "language_version": payload["language_version"],
+            "ctx": payload.get("ctx", {}),
+            "proc": proc,
+        }
+        return json.dumps(
+            {"query": ADD_BREADCRUMB_MUTATION, "variables": variables},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+    def _send_graphql(self, crumb: Breadcrumb) -> Outcome:
+        body = self._graphql_body(crumb)
+        # The mutation's text takes part of the size budget: shorten the breadcrumb
+        # until the whole request fits.
+        for _ in range(4):
+            excess = len(body) - self._max_body
+            if excess <= 0:
+                break
+            crumb = crumb.fitted(max(len(crumb.to_json()) - excess, 200))
+            body = self._graphql_body(crumb)
+        outcome = self._post(f"{self.endpoint}/graphql", body, via="graphql")
+        if outcome.kind is not OutcomeKind.DELIVERED:
+            return outcome
+        data = outcome.payload.get("data") if isinstance(outcome.payload, dict) else None
+        result = data.get("add_breadcrumb") if isinstance(data, dict) else None
+        if isinstance(result, dict) and result.get("success") is True:
+            return outcome
+        if isinstance(result, dict):
+            return _replace(
+                outcome, OutcomeKind.REJECTED, _short(str(result.get("message") or "refused"))
+            )
+        if isinstance(outcome.payload, dict) and outcome.payload.get("errors"):
+            return _replace(outcome, OutcomeKind.REJECTED, _detail_of(outcome.payload, "error"))
+        return _replace(outcome, OutcomeKind.BAD_ANSWER, "answer lacks add_breadcrumb")
+
+    # --- GraphQL ---------------------------------------------------------------------
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> Outcome:
+        """Run one GraphQL operation with variables (never with pasted user input).
+
+        Returns:
+            The outcome; ``payload`` holds the decoded answer (``data`` and ``errors``).
+            A 200 answer that carries ``errors`` is still ``DELIVERED``: the caller reads
+            ``payload["errors"]``. Never raises.
+        """
+        try:
+            body = json.dumps(
+                {"query": query, "variables": variables or {}},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode("utf-8")
+            return self._post(f"{self.endpoint}/graphql", body, via="graphql")
+        except Exception as exc:
+            return Outcome(
+                OutcomeKind.CLIENT_ERROR,
+                detail=_short(f"{type(exc).__name__}: {exc}"),
+                via="graphql",
+            )
+
+    # --- one POST --------------------------------------------------------------------
+
+    def _post(self, url: str, body: bytes, *, via: str) -> Outcome:
+        rq = self._requests
+        start = time.monotonic()
+        try:
+            with self._lock:
+                resp = self._session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+                status = resp.status_code
+                text = resp.content.decode("utf-8", "replace")
+                headers = resp.headers
+        except rq.exceptions.Timeout as exc:
+            return Outcome(
+                OutcomeKind.TIMEOUT,
+                detail=_short(f"no answer within {self.timeout[1]:g} s ({type(exc).__name__})"),
+                via=via,
+                elapsed=time.monotonic() - start,
+                body_bytes=len(body),
+            )
+        except rq.exceptions.SSLError as exc:
+            return Outcome(
+                OutcomeKind.UNREACHABLE,
+                detail=_short(f"TLS failure: {exc}"),
+                via=via,
+                elapsed=time.monotonic() - start,
+                body_bytes=len(body),
+            )
+        except rq.exceptions.ConnectionError as exc:
+            established = not _is_connect_failure(exc)
+            return Outcome(
+                OutcomeKind.SERVER_ERROR if established else OutcomeKind.UNREACHABLE,
+                detail=_short(
+                    ("connection broke during the answer: " if established else "cannot connect: ")
+                    + _root_message(exc)
+                ),
+                via=via,
+                elapsed=time.monotonic() - start,
+                body_bytes=len(body),
+            )
+        except rq.exceptions.RequestException as exc:
+            return Outcome(
+                OutcomeKind.SERVER_ERROR,
+                detail=_short(f"{type(exc).__name__}: {_root_message(exc)}"),
+                via=via,
+                elapsed=time.monotonic() - start,
+                body_bytes=len(body),
+            )
+        elapsed = time.monotonic() - start
+        try:
+            payload: Any = json.loads(text) if text else None
+        except ValueError:
+            payload = None
+        if 200 <= status < 300:
+            if payload is None:
+                return Outcome(
+                    OutcomeKind.BAD_ANSWER,
+                    status=status,
+                    detail=_short(f"HTTP {status} with a body that is not JSON: {text[:80]!r}"),
+                    via=via,
+                    elapsed=elapsed,
+                    body_bytes=len(body),
+                )
+            return Outcome(
+                OutcomeKind.DELIVERED,
+                status=status,
+                via=via,
+                elapsed=elapsed,
+                payload=payload,
+                body_bytes=len(body),
+            )
+        detail = _detail_of(payload, f"HTTP {status}: {text[:120]}")
+        if status == 429:
+            kind = OutcomeKind.RATE_LIMITED
+        elif status >= 500:
+            kind = OutcomeKind.SERVER_ERROR
+        else:
+            kind = OutcomeKind.REJECTED
+        return Outcome(
+            kind,
+            status=status,
+            detail=detail,
+            retry_after=_retry_after(headers.get("Retry-After")),
+            via=via,
+            elapsed=elapsed,
+            payload=payload,
+            body_bytes=len(body),
+        )
+
+
+def _replace(outcome: Outcome, kind: OutcomeKind, detail: str) -> Outcome:
+    return Outcome(
+        kind,
+        status=outcome.status,
+        detail=detail,
+        retry_after=outcome.retry_after,
+        via=outcome.via,
+        elapsed=outcome.elapsed,
+        payload=outcome.payload,
+        body_bytes=outcome.body_bytes,
+    )
+
+
+def _root_message(exc: BaseException) -> str:
+    """The innermost cause's message, without the long urllib3 wrapper text."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    last = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        last = current
+        nxt = current.__cause__ or current.__context__
+        if nxt is None and current.args and isinstance(current.args[0], BaseException):
+            nxt = current.args[0]
+        current = nxt
+    reason = getattr(last, "reason", None)
+    text = str(reason if isinstance(reason, BaseException) else last)
+    return text or type(last).__name__
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """True when the connection was never established (refused, DNS, unreachable)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if name in (
+            "NewConnectionError",
+            "ConnectionRefusedError",
+            "NameResolutionError",
+            "gaierror",
+            "ConnectTimeoutError",
+        ):
+            return True
+        if name in ("ProtocolError", "RemoteDisconnected", "ConnectionResetError"):
+            return False
+        nxt = current.__cause__ or current.__context__
+        if nxt is None and current.args and isinstance(current.args[0], BaseException):
+            nxt = current.args[0]
+        reason = getattr(current, "reason", None)
+        if nxt is None and isinstance(reason, BaseException):
+            nxt = reason
+        current = nxt
+    return "Max retries exceeded" in str(exc) and "NewConnectionError" in str(exc)
