@@ -1,0 +1,485 @@
+"""``MigasHandler``: log records become breadcrumbs, delivered in the background.
+
+The handler is a plain :class:`logging.Handler`, so it is configured like any other::
+
+    LOGGING = {
+        "version": 1,
+        "handlers": {
+            "migas": {
+                "class": "migas_logging.MigasHandler",
+                "project": "nipreps/fmriprep",
+                "version": "24.1.0",
+                "level": "WARNING",
+            },
+        },
+        "root": {"handlers": ["migas"], "level": "INFO"},
+    }
+    logging.config.dictConfig(LOGGING)
+
+``emit()`` does the least it can on the application's thread: it reads the record's
+level, logger name and message template, summarises an attached exception without
+reading any source file, and hands that to the process-wide
+:class:`~migas_logging.worker.Pipeline`. It never waits on the network and never raises:
+problems are counted in :attr:`MigasHandler.stats` and reported once on the package's own
+logger.
+
+Records of the package's own loggers (``migas_logging.*``) and of ``urllib3`` and
+``requests``, and every record logged on the worker thread, are never shipped: the
+worker's HTTP cannot re-enter the handler, even with the root logger at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from migas_logging import breadcrumb as _bc
+from migas_logging import config
+from migas_logging.exceptions import ConfigurationError
+from migas_logging.worker import Pipeline, RateCap, Route, Stats, get_pipeline
+
+__all__ = ["DEFAULT_STATUSES", "IGNORED_LOGGERS", "MigasHandler"]
+
+MessageMode = Literal["template", "formatted", "none", "json"]
+_MESSAGE_MODES = ("template", "formatted", "none", "json")
+
+#: The longest ``status_desc`` that ``message="json"`` produces, in bytes: small enough
+#: that fitting the breadcrumb never has to cut it (a cut would break the JSON).
+JSON_DESC_MAX_BYTES = 800
+
+# Set by the structlog processor on the thread that is logging an event it has sent,
+# so that a MigasHandler further down the same call does not send it again.
+_shipped = threading.local()
+
+#: Default status by level: records at or above each level get its status.
+DEFAULT_STATUSES: Mapping[str, str] = {"NOTSET": "R", "ERROR": "F"}
+
+#: Loggers whose records are never shipped (with their children).
+IGNORED_LOGGERS = ("migas_logging", "urllib3", "requests")
+
+_DEFAULT_RATE_LIMIT = "30/60"
+
+
+class _NoRecursion(logging.Filter):
+    """Reject records that would make the handler feed itself."""
+
+    def __init__(self, handler: MigasHandler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        for ignored in IGNORED_LOGGERS:
+            if name == ignored or name.startswith(ignored + "."):
+                return False
+        pipeline = self._handler._pipeline
+        return not (pipeline is not None and record.thread == pipeline.worker_ident)
+
+
+@dataclass(frozen=True, slots=True)
+class _Captured:
+    """What ``emit()`` keeps of a record: small, immutable, free of frames and args."""
+
+    name: str
+    status: str
+    text: str | None
+    exc: _bc.ExceptionInfo | None
+    extras: tuple[tuple[str, Any], ...]
+
+
+def _parse_statuses(statuses: Mapping[Any, Any] | None) -> tuple[tuple[int, str], ...]:
+    """Turn ``{"ERROR": "F", ...}`` into thresholds, highest first."""
+    table = dict(DEFAULT_STATUSES if statuses is None else statuses)
+    if not table:
+        raise ConfigurationError("statuses must map at least one level to a status")
+    thresholds: dict[int, str] = {}
+    for level, status in table.items():
+        if isinstance(level, int) and not isinstance(level, bool):
+            number = level
+        else:
+            number = logging.getLevelName(str(level).upper())
+            if not isinstance(number, int):
+                raise ConfigurationError(
+                    f"statuses: {level!r} is not a logging level name; use for example "
+                    f"{{'WARNING': 'R', 'ERROR': 'F'}}"
+                )
+        if status not in ("R", "C", "F", "S"):
+            raise ConfigurationError(
+                f"statuses: {status!r} (for {level!r}) is not a migas status; use R, C, F or S"
+            )
+        thresholds[number] = status
+    if min(thresholds) > 0:
+        thresholds.setdefault(0, "R")
+    return tuple(sorted(thresholds.items(), reverse=True))
+
+
+class MigasHandler(logging.Handler):
+    """Send log records at or above ``level`` to a migas server as breadcrumbs.
+
+    Every option is a plain value, so ``dictConfig`` (and ``fileConfig``'s ``args`` and
+    ``kwargs``) can give it. Bad values fail here, at configuration time, with a message
+    that names the value and the fix.
+
+    Args:
+        project: the project, ``owner/repo`` (required).
+        version: the project's version; any value is made safe for the server.
+        level: the lowest level shipped (default ``WARNING``).
+        endpoint: the server's base URL (default ``MIGAS_ENDPOINT``, then the hosted
+            server).
+        timeout: network timeout in seconds (default ``MIGAS_TIMEOUT``, then 5).
+        message: what ``status_desc`` carries after the logger's name: ``"template"``
+            (default: the unformatted message, e.g. ``"step %s failed"``, so repeats fold
+            and no argument data leaves), ``"formatted"`` (the full message), ``"json"`` (a
+            compact JSON object of the logger name, the template and the named ``extras``,
+            made by python-json-logger's formatter) or ``"none"``.
+        statuses: level name (or number) to status; a record gets the status of the
+            highest level it reaches. Default ``{"NOTSET": "R", "ERROR": "F"}``: ERROR and
+            above are ``F`` (failed), lower levels ``R`` (running).
+        extras: names of record attributes (``extra={...}``) to send; no other attribute
+            is ever sent.
+        redact: remove paths, the home directory, user and host names, e-mail and IP
+            addresses, URLs and secret-looking environment values from the texts
+            (default True; False keeps them).
+        queue_size: events waiting at most (default 1000); more are dropped and counted.
+        rate_limit: the per-process cap, e.g. ``"30/60"`` (default: 30 breadcrumbs per
+            60 s, well under the server's 100 per 60 s per address), or None.
+        fold_window: seconds in which repeats of one record (same logger, level, template,
+            exception type) fold into one breadcrumb plus a count (default 60; 0 never
+            folds).
+        retries: extra tries after a 5xx or a timeout (default 3).
+        flush_deadline: the most seconds ``flush()``, ``close()`` and the exit flush wait
+            (default 2).
+        excepthook: also report uncaught exceptions (see
+            :func:`migas_logging.install_excepthook`); default True.
+        track: report the run lifecycle: ``R`` / ``Started`` now and one terminal
+            breadcrumb at exit (``C``, ``F`` or ``S``); default False. Implies
+            ``excepthook``.
+        audit_file: write every breadcrumb sent, and every one dropped with the reason,
+            as a JSON line to this file (default ``MIGAS_AUDIT_FILE``; mode 0600, bounded
+            size; nothing under opt-out).
+
+    Raises:
+        ConfigurationError: a missing or bad project, endpoint, timeout or option.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        version: object = "unknown",
+        level: int | str = logging.WARNING,
+        *,
+        endpoint: str | None = None,
+        timeout: float | str | None = None,
+        message: MessageMode = "template",
+        statuses: Mapping[Any, str] | None = None,
+        extras: Sequence[str] | str = (),
+        redact: bool = True,
+        queue_size: int = 1000,
+        rate_limit: object = _DEFAULT_RATE_LIMIT,
+        fold_window: float = 60.0,
+        retries: int = 3,
+        flush_deadline: float = 2.0,
+        excepthook: bool = True,
+        track: bool = False,
+        audit_file: str | None = None,
+    ) -> None:
+        if project is None:
+            raise ConfigurationError(
+                "MigasHandler needs project='owner/repo', the GitHub name of the project "
+                "being tracked (for example project='nipreps/fmriprep')"
+            )
+        try:
+            self.project = _bc.validate_project(project)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        super().__init__(level)
+        self.version = _bc.normalize_version(version)
+        self.settings = config.Settings.resolve(endpoint, timeout)
+        if message not in _MESSAGE_MODES:
+            raise ConfigurationError(
+                f"message {message!r} is not one of {', '.join(map(repr, _MESSAGE_MODES))}"
+            )
+        self.message: MessageMode = message
+        self._statuses = _parse_statuses(statuses)
+        if isinstance(extras, str):
+            extras = [e.strip() for e in extras.split(",") if e.strip()]
+        self.extras = tuple(str(e) for e in extras)
+        self.redact = bool(redact)
+        self.queue_size = _whole_number(queue_size, "queue_size", 1)
+        self.rate_cap = RateCap.parse(rate_limit)
+        self.fold_window = _non_negative(fold_window, "fold_window")
+        self.retries = _whole_number(retries, "retries", 0)
+        self.flush_deadline = _non_negative(flush_deadline, "flush_deadline")
+        self.track = bool(track)
+        self.excepthook = bool(excepthook) or self.track
+        self._closed = False
+        self._reentry = threading.local()
+        self._language_version = config.language_version()
+        if not self.settings.optout:
+            config.get_session_id()  # the run's session starts now, before any fork
+        self._route = Route(build=self._build, name=f"MigasHandler({self.project})")
+        self._pipeline: Pipeline | None = None
+        self.addFilter(_NoRecursion(self))
+        if self.settings.optout:
+            config.internal_logger().debug("MIGAS_OPTOUT is set: migas handler sends nothing")
+        else:
+            self._pipeline = get_pipeline(
+                self.settings.endpoint,
+                self.settings.timeout,
+                queue_size=self.queue_size,
+                rate_cap=self.rate_cap,
+                fold_window=self.fold_window,
+                retries=self.retries,
+                flush_deadline=self.flush_deadline,
+            )
+            self._pipeline.attach(self._route)
+            from migas_logging._audit import audit_path
+
+            self.audit_file = audit_path(audit_file)
+            if self.audit_file:
+                self._pipeline.set_audit(self.audit_file)
+        self._hook: Any = None
+        if self.excepthook and not self.settings.optout:
+            self._install_hook()
+
+    # --- public --------------------------------------------------------------------
+
+    @property
+    def stats(self) -> Stats:
+        """What became of this handler's records (see :class:`~migas_logging.worker.Stats`)."""
+        return self._route.stats
+
+    def status_for(self, levelno: int) -> str:
+        """The status a record at ``levelno`` gets."""
+        for threshold, status in self._statuses:
+            if levelno >= threshold:
+                return status
+        return "R"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record for the server; never blocks on the network, never raises."""
+        route = self._route
+        pipeline = self._pipeline
+        if getattr(self._reentry, "active", False):
+            return  # a __str__ or a filter logged from inside emit(): never feed ourselves
+        self._reentry.active = True
+        try:
+            if pipeline is None:
+                self._account_without_pipeline(record)
+                return
+            if self._closed:
+                pipeline.account(route, "closed")
+                return
+            if _shipped.__dict__ and _already_shipped(record):
+                pipeline.account(route, "duplicate")
+                return
+            captured = self._capture(record)
+            key = (
+                id(route),
+                record.name,
+                record.levelno,
+                record.msg if isinstance(record.msg, str) else captured.text,
+                captured.exc.type_name if captured.exc is not None else None,
+            )
+            pipeline.submit(route, captured, key if self.fold_window > 0 else None)
+        except Exception as exc:
+            try:
+                if pipeline is not None:
+                    pipeline.account(route, "error")
+                    pipeline._report_once(
+                        "emit", "migas handler failed to queue a record: %r", exc
+                    )
+            except Exception:
+                pass
+        finally:
+            self._reentry.active = False
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the records handed over so far were sent, folded or dropped.
+
+        Never waits past ``timeout`` (default ``flush_deadline``), and returns at once
+        when called while ``logging``'s module lock is held (``dictConfig`` does that).
+        """
+        pipeline = self._pipeline
+        if pipeline is not None:
+            try:
+                pipeline.flush(self.flush_deadline if timeout is None else timeout)
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Flush within the deadline, then ignore later records (counted as ``closed``).
+
+        Idempotent. It does not stop the process-wide worker, which other handlers may
+        share; the exit flush does that.
+        """
+        if not self._closed:
+            self._closed = True
+            self.flush()
+            if self._hook is not None:
+                try:
+                    self._hook.uninstall()
+                except Exception:
+                    pass
+                self._hook = None
+        super().close()
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return (
+            f"<MigasHandler {self.project} {self.version} ({level}) -> {self.settings.endpoint}>"
+        )
+
+    # --- internals -----------------------------------------------------------------
+
+    def _account_without_pipeline(self, record: logging.LogRecord) -> None:
+        """Opt-out at configuration time: count the record, touch nothing else."""
+        stats = self._route.stats
+        stats.emitted += 1
+        stats.dropped["optout"] += 1
+
+    def _capture(self, record: logging.LogRecord) -> _Captured:
+        """Take what the breadcrumb needs, on the application's thread, cheaply."""
+        msg = record.msg
+        mode = self.message
+        if mode == "none":
+            text: str | None = None
+        elif mode == "json":
+            text = msg if isinstance(msg, str) else _bc.safe_str(msg)
+        elif mode == "formatted":
+            try:
+                text = record.getMessage()
+            except Exception:
+                text = (msg if isinstance(msg, str) else _bc.safe_str(msg)) + " [unformattable]"
+        else:
+            text = msg if isinstance(msg, str) else _bc.safe_str(msg)
+        exc = None
+        exc_info = record.exc_info
+        if exc_info and exc_info[1] is not None:
+            exc = _bc.capture_exception(exc_info[1])
+        extras: tuple[tuple[str, Any], ...] = ()
+        if self.extras:
+            values = record.__dict__
+            extras = tuple(
+                (name, _extra_value(values[name])) for name in self.extras if name in values
+            )
+        return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
+
+    def _build(self, captured: _Captured, ctx: _bc.Context) -> _bc.Breadcrumb:
+        """Turn a captured record into a breadcrumb (on the worker thread)."""
+        if self.message == "json":
+            desc = _json_desc(captured)
+        else:
+            desc = captured.name if captured.text is None else f"{captured.name}: {captured.text}"
+            if captured.extras:
+                desc += " [" + " ".join(f"{k}={v}" for k, v in captured.extras) + "]"
+        exc = captured.exc
+        return _bc.build(
+            project=self.project,
+            version=self.version,
+            language_version=self._language_version,
+            ctx=ctx,
+            status=captured.status,
+            status_desc=desc,
+            error_type=exc.type_name if exc is not None else None,
+            error_desc=exc.describe() if exc is not None else None,
+            redactor=_bc.default_redactor() if self.redact else None,
+        )
+
+    def _install_hook(self) -> None:
+        """Crash capture, when the crash module is available (see its docs)."""
+        try:
+            from migas_logging import excepthook as _hooks
+        except ImportError:
+            return
+        self._hook = _hooks.install_for_handler(self)
+
+
+def _extra_value(value: object) -> Any:
+    """A named extra as captured on the application's thread: small and immutable."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _bc.safe_str(value)[:200]
+
+
+_json_formatter: logging.Formatter | None = None
+
+
+def _json_desc(captured: _Captured) -> str:
+    """``status_desc`` for ``message="json"``, made by python-json-logger's formatter.
+
+    Values are shortened (never the keys) until the JSON fits ``JSON_DESC_MAX_BYTES``,
+    so that it stays valid JSON inside the size limit.
+    """
+    global _json_formatter  # noqa: PLW0603 - one formatter per process, built lazily
+    if _json_formatter is None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        _json_formatter = JsonFormatter(
+            "%(name)s %(message)s", rename_fields={"name": "logger"}, json_ensure_ascii=False
+        )
+    fields: dict[str, Any] = {k: v for k, v in captured.extras if k not in _RESERVED}
+    text = captured.text or ""
+    limit = 400
+    while True:
+        record = logging.makeLogRecord({"name": captured.name, "msg": text[:limit], "args": None})
+        record.__dict__.update(
+            {k: v[:limit] if isinstance(v, str) else v for k, v in fields.items()}
+        )
+        desc = _json_formatter.format(record)
+        if len(desc.encode("utf-8", "surrogatepass")) <= JSON_DESC_MAX_BYTES or limit <= 8:
+            return desc
+        limit //= 2
+
+
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _already_shipped(record: logging.LogRecord) -> bool:
+    """True when the structlog processor sent this record's event on this thread."""
+    marker = _shipped.__dict__.pop("event", None)
+    if marker is None:
+        return False
+    event, levelno, when = marker
+    if record.levelno != levelno or time.monotonic() - when > 5.0:
+        return False
+    msg = record.msg
+    if isinstance(msg, dict):  # structlog's ProcessorFormatter route: the event dict
+        return bool(msg.get("event") == event)
+    try:
+        return str(event) in record.getMessage()
+    except Exception:
+        return False
+
+
+def mark_shipped(event: object, levelno: int) -> None:
+    """Note that the structlog processor sent ``event`` (see :func:`_already_shipped`)."""
+    _shipped.event = (event, levelno, time.monotonic())
+
+
+def _whole_number(value: object, name: str, minimum: int) -> int:
+    number = -1
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            number = int(value)
+        except ValueError:
+            pass
+    if number < minimum:
+        raise ConfigurationError(f"{name} {value!r} must be a whole number of {minimum} or more")
+    return number
+
+
+def _non_negative(value: object, name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1.0
+    if not number >= 0 or number == float("inf") or isinstance(value, bool):
+        raise ConfigurationError(f"{name} {value!r} must be a number of seconds, 0 or more")
+    return number
