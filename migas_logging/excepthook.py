@@ -1,0 +1,560 @@
+"""Crash capture and the run lifecycle.
+
+An uncaught exception becomes a final breadcrumb before the process dies, and the hook
+that was there before still runs, so the usual traceback still prints and other tools'
+hooks still see the exception::
+
+    import migas_logging
+    hook = migas_logging.install_excepthook("nipreps/fmriprep", "24.1.0")
+    ...
+    hook.uninstall()   # optional: restores exactly what was there
+
+A :class:`~migas_logging.MigasHandler` with ``excepthook=True`` (the default) installs the
+same hook, so a program whose only telemetry set-up is a ``dictConfig`` reports its
+crashes.
+
+What is installed: ``sys.excepthook`` and ``threading.excepthook``, each chaining to the
+hook that was there before. Uninstalling restores the previous hook only where ours is
+still the current one; where another tool installed its hook on top of ours, ours stays
+in the chain but passes everything through untouched. Installing twice for one project
+is harmless (the second call returns the first hook). Interactive sessions (``sys.ps1``)
+are left alone unless ``interactive=True``.
+
+The crash breadcrumb: ``F`` / ``Errored`` with ``error_type`` the exception's class name
+and ``error_desc`` its message plus a compact, path-free summary of where it was raised;
+``KeyboardInterrupt`` and ``bdb.BdbQuit`` give ``S`` / ``Suspended``, like the official
+client. Exceptions in ``ignore`` (default: ``SystemExit``) are not reported. A crash in
+another thread is reported as ``Errored in thread <name>`` through the background worker
+(the process goes on); a crash of the main thread is sent synchronously, after whatever
+the worker still holds, within the flush deadline, at least one second after the
+session's previous breadcrumb (the server's clock has one-second resolution and the
+dashboard reads each session's latest breadcrumb, so the crash must not tie with an
+earlier one), with ``?wait=true`` so that the server confirms it stored it. With the
+server down or hanging, the process still exits within the deadline.
+
+``os._exit()`` ends a process without running any hook: nothing can be sent then.
+
+Installing the hook starts the background worker, which prepares (imports, the user id,
+the connection object) off the application's thread, so that the crash path itself
+imports nothing: CPython forgets that a ``KeyboardInterrupt`` was unhandled — and exits
+with 1 instead of dying by SIGINT — when any code runs ``exec`` on source text (an import
+that builds a namedtuple, say) while the interpreter shuts down. A ``KeyboardInterrupt``
+in the first tenth of a second after the hook is installed, before that preparation
+ends, can still exit with status 1.
+
+The run lifecycle (``track=True``): a ``R`` / ``Started`` breadcrumb at install, and one
+terminal breadcrumb at exit: ``C`` / ``Completed`` on a normal exit (also ``sys.exit(n)``,
+whatever ``n``), ``F`` / ``Errored`` on a crash, ``S`` / ``Suspended`` on
+``KeyboardInterrupt`` and ``S`` / ``Terminated (SIGTERM)`` on SIGTERM. The terminal
+breadcrumb carries the run's counts (sent, folded, dropped). Signal handlers are
+installed only from the main thread; they record the signal and chain to the previous
+handler, doing no I/O. When the previous disposition was the default one, the handler
+raises ``SystemExit`` so that the interpreter unwinds and runs its exit hooks; the last
+of them sends the terminal breadcrumb, flushes logging and re-raises the signal with its
+default disposition, so the process still dies by that signal (a parent sees -15).
+
+asyncio: exceptions of tasks that nobody awaited go to the loop's exception handler, not
+to ``sys.excepthook``. One line routes them here too::
+
+    loop.set_exception_handler(migas_logging.excepthook.asyncio_exception_handler)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from migas_logging import breadcrumb as _bc
+from migas_logging import config
+
+if TYPE_CHECKING:
+    from migas_logging.handler import MigasHandler
+    from migas_logging.worker import Pipeline, Route
+
+__all__ = ["CrashHook", "asyncio_exception_handler", "install_excepthook"]
+
+_log = logging.getLogger("migas_logging.excepthook")
+
+_SUSPEND = ("KeyboardInterrupt", "BdbQuit")
+
+_hooks: dict[str, CrashHook] = {}
+_hooks_lock = threading.Lock()
+
+
+def _is_interactive() -> bool:
+    return hasattr(sys, "ps1") or bool(getattr(sys.flags, "interactive", 0))
+
+
+class CrashHook:
+    """Reports uncaught exceptions (and, with ``track``, the run's start and end).
+
+    Made by :func:`install_excepthook` or by a handler; see the module docstring.
+
+    Args:
+        project: ``owner/repo``.
+        version: the project's version.
+        endpoint: the server's base URL (default ``MIGAS_ENDPOINT``, then the hosted one).
+        timeout: network timeout, seconds.
+        flush_deadline: the most seconds spent sending at a crash or at exit.
+        redact: remove identifying text (see :class:`~migas_logging.MigasHandler`).
+        ignore: exception classes (or class names) not reported.
+        interactive: install even in an interactive session.
+        track: report the run lifecycle (start and terminal breadcrumbs).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        version: object = "unknown",
+        *,
+        endpoint: str | None = None,
+        timeout: float | str | None = None,
+        flush_deadline: float = 2.0,
+        redact: bool = True,
+        ignore: Iterable[type[BaseException] | str] = (SystemExit,),
+        interactive: bool = False,
+        track: bool = False,
+        _handler: MigasHandler | None = None,
+    ) -> None:
+        from migas_logging.exceptions import ConfigurationError
+        from migas_logging.worker import Route, get_pipeline
+
+        try:
+            self.project = _bc.validate_project(project)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self.version = _bc.normalize_version(version)
+        self.settings = config.Settings.resolve(endpoint, timeout)
+        self.flush_deadline = float(flush_deadline)
+        self.redact = bool(redact)
+        self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
+        self.interactive = bool(interactive)
+        self.track = bool(track)
+        self._language_version = config.language_version()
+        if not self.settings.optout:
+            config.get_session_id()  # the run's session starts now, before any fork
+        self._installed = False
+        self._active = False
+        self._refs = 0
+        self._prev_sys: Callable[..., Any] | None = None
+        self._prev_thread: Callable[..., Any] | None = None
+        self._prev_signals: dict[int, Any] = {}
+        self._terminal_sent = False
+        self._signal: int | None = None
+        self._reraise: int | None = None
+        self._pid = os.getpid()
+        self._route: Route | None = None
+        self._pipeline: Pipeline | None = None
+        if _handler is not None:
+            self._route = _handler._route
+            self._pipeline = _handler._pipeline
+        elif not self.settings.optout:
+            self._pipeline = get_pipeline(
+                self.settings.endpoint, self.settings.timeout, flush_deadline=self.flush_deadline
+            )
+            self._route = Route(build=self._build_from_data, name=f"CrashHook({self.project})")
+            self._pipeline.attach(self._route)
+
+    # --- install / uninstall --------------------------------------------------------
+
+    @property
+    def installed(self) -> bool:
+        """True while the hook is installed."""
+        return self._installed
+
+    def install(self) -> CrashHook:
+        """Install the hooks (idempotent); returns self."""
+        self._refs += 1
+        if self._installed:
+            return self
+        if self.settings.optout:
+            return self
+        if _is_interactive() and not self.interactive:
+            return self
+        self._prev_sys = sys.excepthook
+        sys.excepthook = self._sys_hook
+        self._prev_thread = threading.excepthook
+        threading.excepthook = self._thread_hook
+        self._installed = True
+        self._active = True
+        if self._pipeline is not None:
+            self._pipeline.warm_up()
+        if self.track:
+            self._start_run()
+        return self
+
+    def uninstall(self) -> None:
+        """Restore what was there before, where ours is still the current hook.
+
+        With several owners (two handlers for one project), the hooks go when the last
+        one uninstalls.
+        """
+        self._refs = max(0, self._refs - 1)
+        if self._refs or not self._installed:
+            return
+        self._active = False
+        self._installed = False
+        if sys.excepthook == self._sys_hook:
+            sys.excepthook = self._prev_sys or sys.__excepthook__
+        if threading.excepthook == self._thread_hook:
+            threading.excepthook = self._prev_thread or threading.__excepthook__
+        for signum, previous in self._prev_signals.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, previous)
+        self._prev_signals.clear()
+        with _hooks_lock:
+            if _hooks.get(self.project) is self:
+                del _hooks[self.project]
+
+    # --- the hooks ------------------------------------------------------------------
+
+    def _ignored(self, exc: BaseException | None) -> bool:
+        if exc is None:
+            return True
+        return any(cls.__name__ in self.ignore for cls in type(exc).__mro__)
+
+    def _sys_hook(
+        self,
+        exc_type: type[BaseException],
+        exc: BaseException,
+        tb: TracebackType | None,
+    ) -> None:
+        terminated = isinstance(exc, _Terminated)  # a signal, not an error: no report
+        try:
+            if (
+                self._active
+                and not terminated
+                and os.getpid() == self._pid
+                and not self._ignored(exc)
+            ):
+                self._report_crash(exc)
+        except Exception:
+            pass
+        if terminated:
+            return  # and no traceback: the process is being terminated, not failing
+        previous = self._prev_sys if self._prev_sys is not None else sys.__excepthook__
+        previous(exc_type, exc, tb)
+
+    def _thread_hook(self, args: threading.ExceptHookArgs) -> None:
+        try:
+            exc = args.exc_value
+            if self._active and exc is not None and not self._ignored(exc):
+                name = args.thread.name if args.thread is not None else "?"
+                self._report_thread_crash(exc, name)
+        except Exception:
+            pass
+        finally:
+            previous = (
+                self._prev_thread if self._prev_thread is not None else threading.__excepthook__
+            )
+            previous(args)
+
+    # --- reporting ------------------------------------------------------------------
+
+    def _crumb(self, exc: BaseException, status_desc: str | None = None) -> _bc.Breadcrumb:
+        pipeline = self._pipeline
+        ctx = pipeline.context() if pipeline is not None else config.detect_context()
+        return _bc.from_exception(
+            exc,
+            project=self.project,
+            version=self.version,
+            language_version=self._language_version,
+            ctx=ctx,
+            status_desc=status_desc,
+            redactor=_bc.default_redactor() if self.redact else None,
+        )
+
+    def _build_from_data(self, data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
+        crumb: _bc.Breadcrumb = data
+        return crumb
+
+    def _report_thread_crash(self, exc: BaseException, thread_name: str) -> None:
+        """A thread died: queue an F breadcrumb (the process goes on)."""
+        pipeline, route = self._pipeline, self._route
+        if pipeline is None or route is None:
+            return
+        info = _bc.capture_exception(exc)
+        status = "S" if info.type_name in _SUSPEND else "F"
+        desc = ("Suspended" if status == "S" else "Errored") + f" in thread {thread_name}"
+        data = _ThreadCrash(info, status, desc)
+        pipeline.submit(_CrashRoute.of(self, route), data, None, priority=True)
+
+    def _report_crash(self, exc: BaseException) -> None:
+        """The main thread died: send the terminal breadcrumb now, within the deadline."""
+        crumb = self._crumb(exc)
+        self.send_terminal(crumb)
+
+    def send_terminal(self, crumb: _bc.Breadcrumb) -> bool:
+        """Send a run's last breadcrumb synchronously, after what the worker holds.
+
+        Bounded by the flush deadline in total; stops the worker afterwards so that
+        nothing of this session lands after it. Sent once per run.
+
+        Returns:
+            True when the server confirmed it.
+        """
+        if self._terminal_sent or config.optout():
+            return False
+        self._terminal_sent = True
+        deadline = time.monotonic() + self.flush_deadline
+        pipeline = self._pipeline
+        last = 0.0
+        if pipeline is not None:
+            pipeline.flush(self.flush_deadline * 0.5)
+            last = pipeline.last_delivery
+        # The server's clock has one-second resolution: make the terminal breadcrumb
+        # strictly later than the previous one of this session.
+        if last:
+            gap = last + 1.05 - time.monotonic()
+            if gap > 0:
+                time.sleep(min(gap, max(0.0, deadline - time.monotonic() - 0.05)))
+        remaining = deadline - time.monotonic()
+        ok = False
+        if remaining > 0.05:
+            from migas_logging.transport import Transport
+
+            transport = Transport(self.settings.endpoint, min(self.settings.timeout, remaining))
+            try:
+                outcome = transport.send(crumb, wait=True)
+                ok = outcome.ok
+                if not ok:
+                    _report(
+                        f"terminal:{outcome.kind.value}",
+                        "migas: the final breadcrumb was not delivered (%s)",
+                        outcome.detail,
+                    )
+            finally:
+                transport.close()
+        if pipeline is not None:
+            pipeline.stop(0.0)
+        return ok
+
+    # --- run lifecycle --------------------------------------------------------------
+
+    def _start_run(self) -> None:
+        pipeline, route = self._pipeline, self._route
+        if pipeline is not None and route is not None:
+            pipeline.submit(
+                _CrashRoute.of(self, route), _Plain("R", "Started"), None, priority=True
+            )
+        atexit.register(self._at_exit)
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError, OSError):
+                    previous = signal.getsignal(signum)
+                    if previous is signal.SIG_IGN:
+                        continue
+                    self._prev_signals[signum] = previous
+                    signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Record the signal and chain; no I/O, no lock (see the module docstring)."""
+        self._signal = signum
+        previous = self._prev_signals.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        if previous == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._reraise = signum  # we took over the default: give it back at the end
+            raise _Terminated(signum)
+
+    def _at_exit(self) -> None:
+        if not self._active or os.getpid() != self._pid:
+            return
+        try:
+            if not self._terminal_sent:
+                stats = self._pipeline.total.as_dict() if self._pipeline is not None else {}
+                if self._signal == signal.SIGINT:
+                    status, desc = "S", "Suspended"
+                elif self._signal is not None:
+                    status, desc = "S", f"Terminated ({signal.Signals(self._signal).name})"
+                else:
+                    status, desc = "C", "Completed"
+                crumb = self._plain_crumb(status, desc + _counts(stats))
+                self.send_terminal(crumb)
+        except Exception:
+            pass
+        finally:
+            if self._reraise is not None:
+                _die_by_signal(self._reraise)
+
+    def _plain_crumb(self, status: str, desc: str) -> _bc.Breadcrumb:
+        pipeline = self._pipeline
+        ctx = pipeline.context() if pipeline is not None else config.detect_context()
+        return _bc.build(
+            project=self.project,
+            version=self.version,
+            language_version=self._language_version,
+            ctx=ctx,
+            status=status,
+            status_desc=desc,
+        )
+
+
+class _Terminated(BaseException):
+    """Raised from the SIGTERM handler so that the interpreter unwinds and exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+class _Plain:
+    __slots__ = ("desc", "status")
+
+    def __init__(self, status: str, desc: str) -> None:
+        self.status = status
+        self.desc = desc
+
+
+class _ThreadCrash:
+    __slots__ = ("desc", "info", "status")
+
+    def __init__(self, info: _bc.ExceptionInfo, status: str, desc: str) -> None:
+        self.info = info
+        self.status = status
+        self.desc = desc
+
+
+class _CrashRoute:
+    """A route that shares a handler's stats but builds crash and lifecycle breadcrumbs."""
+
+    _cache: ClassVar[dict[int, Route]] = {}
+
+    @classmethod
+    def of(cls, hook: CrashHook, route: Route) -> Route:
+        from migas_logging.worker import Route as _Route
+
+        cached = cls._cache.get(id(hook))
+        if cached is None:
+
+            def build(data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
+                if isinstance(data, _ThreadCrash):
+                    info = data.info
+                    return _bc.build(
+                        project=hook.project,
+                        version=hook.version,
+                        language_version=hook._language_version,
+                        ctx=ctx,
+                        status=data.status,
+                        status_desc=data.desc,
+                        error_type=info.type_name,
+                        error_desc=info.describe(),
+                        redactor=_bc.default_redactor() if hook.redact else None,
+                    )
+                return _bc.build(
+                    project=hook.project,
+                    version=hook.version,
+                    language_version=hook._language_version,
+                    ctx=ctx,
+                    status=data.status,
+                    status_desc=data.desc,
+                )
+
+            cached = _Route(build=build, stats=route.stats, name=route.name)
+            cls._cache[id(hook)] = cached
+        return cached
+
+
+def _counts(stats: dict[str, Any]) -> str:
+    if not stats:
+        return ""
+    dropped = stats.get("dropped", {})
+    text = f" [sent {stats.get('sent', 0)}, folded {stats.get('folded', 0)}"
+    text += f", dropped {sum(dropped.values())}"
+    if dropped:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + ")"
+    return text + "]"
+
+
+def _report(key: str, message: str, *args: object) -> None:
+    with contextlib.suppress(Exception):
+        _log.warning(message, *args)
+
+
+def _die_by_signal(signum: int) -> None:
+    """Flush logging, then die by ``signum`` with its default disposition."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def install_excepthook(
+    project: str,
+    version: object = "unknown",
+    **options: Any,
+) -> CrashHook:
+    """Report uncaught exceptions of this process to a migas server.
+
+    Args:
+        project: ``owner/repo``.
+        version: the project's version.
+        **options: see :class:`CrashHook` (``endpoint``, ``timeout``, ``flush_deadline``,
+            ``redact``, ``ignore``, ``interactive``, ``track``).
+
+    Returns:
+        The installed hook; call its ``uninstall()`` to restore what was there. A second
+        call for the same project returns the same hook.
+
+    Raises:
+        ConfigurationError: a bad project, endpoint or timeout.
+
+    .. versionadded:: 0.1.0
+    """
+    with _hooks_lock:
+        hook = _hooks.get(str(project))
+        if hook is None or not hook.installed:
+            hook = CrashHook(project, version, **options)
+            _hooks[hook.project] = hook
+    return hook.install()
+
+
+def install_for_handler(handler: MigasHandler) -> CrashHook | None:
+    """Install (or share) the crash hook for a handler built with ``excepthook=True``."""
+    with _hooks_lock:
+        hook = _hooks.get(handler.project)
+        if hook is None or not hook.installed:
+            hook = CrashHook(
+                handler.project,
+                handler.version,
+                endpoint=handler.settings.endpoint,
+                timeout=handler.settings.timeout,
+                flush_deadline=handler.flush_deadline,
+                redact=handler.redact,
+                track=handler.track,
+                _handler=handler,
+            )
+            _hooks[hook.project] = hook
+    return hook.install()
+
+
+def asyncio_exception_handler(loop: Any, context: dict[str, Any]) -> None:
+    """An asyncio loop exception handler that reports, then calls the loop's default.
+
+    Use: ``loop.set_exception_handler(asyncio_exception_handler)``. Exceptions of tasks
+    that nobody awaited are reported like a thread's crash (the loop goes on).
+    """
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        for hook in list(_hooks.values()):
+            if hook.installed and not hook._ignored(exc):
+                with contextlib.suppress(Exception):
+                    hook._report_thread_crash(exc, "asyncio")
+    loop.default_exception_handler(context)
