@@ -194,11 +194,15 @@ class MigasHandler(logging.Handler):
                 "MigasHandler needs project='owner/repo', the GitHub name of the project "
                 "being tracked (for example project='nipreps/fmriprep')"
             )
+        # Every value is checked before logging.Handler.__init__ registers the handler
+        # for logging.shutdown(): a bad configuration leaves nothing half-built behind.
+        self._shut = False
+        self._hook: Any = None
+        self._pipeline: Pipeline | None = None
         try:
             self.project = _bc.validate_project(project)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        super().__init__(level)
         self.version = _bc.normalize_version(version)
         self.settings = config.Settings.resolve(endpoint, timeout)
         if message not in _MESSAGE_MODES:
@@ -218,34 +222,38 @@ class MigasHandler(logging.Handler):
         self.flush_deadline = _non_negative(flush_deadline, "flush_deadline")
         self.track = bool(track)
         self.excepthook = bool(excepthook) or self.track
-        self._closed = False
+        from migas_logging._audit import audit_path
+
+        self.audit_file = audit_path(audit_file)
+        try:
+            logging._checkLevel(level)  # type: ignore[attr-defined]
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                f"level {level!r} is not a logging level; use a name such as 'WARNING' "
+                f"or a number such as 30"
+            ) from None
+        super().__init__(level)
         self._reentry = threading.local()
         self._language_version = config.language_version()
-        if not self.settings.optout:
-            config.get_session_id()  # the run's session starts now, before any fork
         self._route = Route(build=self._build, name=f"MigasHandler({self.project})")
-        self._pipeline: Pipeline | None = None
         self.addFilter(_NoRecursion(self))
         if self.settings.optout:
             config.internal_logger().debug("MIGAS_OPTOUT is set: migas handler sends nothing")
-        else:
-            self._pipeline = get_pipeline(
-                self.settings.endpoint,
-                self.settings.timeout,
-                queue_size=self.queue_size,
-                rate_cap=self.rate_cap,
-                fold_window=self.fold_window,
-                retries=self.retries,
-                flush_deadline=self.flush_deadline,
-            )
-            self._pipeline.attach(self._route)
-            from migas_logging._audit import audit_path
-
-            self.audit_file = audit_path(audit_file)
-            if self.audit_file:
-                self._pipeline.set_audit(self.audit_file)
-        self._hook: Any = None
-        if self.excepthook and not self.settings.optout:
+            return
+        config.get_session_id()  # the run's session starts now, before any fork
+        self._pipeline = get_pipeline(
+            self.settings.endpoint,
+            self.settings.timeout,
+            queue_size=self.queue_size,
+            rate_cap=self.rate_cap,
+            fold_window=self.fold_window,
+            retries=self.retries,
+            flush_deadline=self.flush_deadline,
+        )
+        self._pipeline.attach(self._route)
+        if self.audit_file:
+            self._pipeline.set_audit(self.audit_file)
+        if self.excepthook:
             self._install_hook()
 
     # --- public --------------------------------------------------------------------
@@ -273,7 +281,7 @@ class MigasHandler(logging.Handler):
             if pipeline is None:
                 self._account_without_pipeline(record)
                 return
-            if self._closed:
+            if self._shut:
                 pipeline.account(route, "closed")
                 return
             if _shipped.__dict__ and _already_shipped(record):
@@ -319,8 +327,8 @@ class MigasHandler(logging.Handler):
         Idempotent. It does not stop the process-wide worker, which other handlers may
         share; the exit flush does that.
         """
-        if not self._closed:
-            self._closed = True
+        if not self._shut:
+            self._shut = True
             self.flush()
             if self._hook is not None:
                 try:

@@ -148,12 +148,20 @@ class TestConfiguration:
             ({"project": PROJECT, "message": "all"}, "'all'"),
             ({"project": PROJECT, "queue_size": 0}, "queue_size"),
             ({"project": PROJECT, "flush_deadline": -1}, "flush_deadline"),
+            ({"project": PROJECT, "level": "LOUD"}, "'LOUD' is not a logging level"),
         ],
     )
     def test_bad_configuration_fails_at_once(self, options: dict[str, Any], match: str) -> None:
         """Bad values raise ConfigurationError (a ValueError) naming the value."""
         with pytest.raises(ConfigurationError, match=match):
             MigasHandler(**options, excepthook=False)
+
+    def test_bad_configuration_registers_nothing(self) -> None:
+        """A handler that fails to configure is not left in logging's shutdown list."""
+        before = len(logging._handlerList)  # type: ignore[attr-defined]
+        with pytest.raises(ConfigurationError):
+            MigasHandler(PROJECT, timeout="never", excepthook=False)
+        assert before == len(logging._handlerList)  # type: ignore[attr-defined]
 
     def test_status_mapping(self, collector: LocalCollector, log: logging.Logger) -> None:
         """Records get the status of the highest threshold they reach."""
