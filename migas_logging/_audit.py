@@ -1,0 +1,114 @@
+"""The audit trail: one JSON line for every breadcrumb sent or dropped.
+
+With ``audit_file=`` (or ``MIGAS_AUDIT_FILE``) the process writes what left the machine,
+exactly as it was sent, and what did not, with the reason, so a user can see for
+themselves what the telemetry of a tool contains::
+
+    {"time": "...", "event": "sent", "outcome": "delivered", "http_status": 202,
+     "via": "rest", "breadcrumb": {"project": "...", "proc": {...}, ...}}
+    {"time": "...", "event": "dropped", "reason": "rate_cap", "breadcrumb": {...}}
+
+Lines are written through python-json-logger's ``JsonFormatter`` by a logger that is not
+part of the ``logging`` hierarchy (so no configuration of the application can redirect,
+silence or duplicate it, and the handler can never ship it), on the worker thread (the
+application's thread never touches the file). The file is created with mode 0600 and
+rotated at ``max_bytes`` (default 5 MB, one backup): its size is bounded. Under
+``MIGAS_OPTOUT`` nothing is written and the file is not even created.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+import os
+import threading
+from collections import deque
+from typing import Any
+
+__all__ = ["AuditTrail", "audit_path"]
+
+DEFAULT_MAX_BYTES = 5_000_000
+
+
+def audit_path(explicit: str | os.PathLike[str] | None) -> str | None:
+    """The audit file to use: the argument, else ``MIGAS_AUDIT_FILE``, else none."""
+    if explicit is not None:
+        return os.fspath(explicit) or None
+    return os.environ.get("MIGAS_AUDIT_FILE") or None
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler whose files are created with mode 0600."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return io.TextIOWrapper(
+            io.FileIO(fd, "a"), encoding=self.encoding or "utf-8", errors=self.errors
+        )
+
+
+class AuditTrail:
+    """Writes the audit lines of one process.
+
+    Args:
+        path: the file.
+        max_bytes: rotate past this size (one backup, ``<path>.1``).
+    """
+
+    def __init__(self, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        self.path = path
+        handler = _PrivateRotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=1, encoding="utf-8", delay=True
+        )
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(message)s",
+                rename_fields={"asctime": "time", "message": "event"},
+                json_ensure_ascii=False,
+            )
+        )
+        # Not logging.getLogger(): a logger outside the hierarchy cannot be reconfigured,
+        # disabled or propagated by the application's logging set-up.
+        self._logger = logging.Logger("migas_logging.audit", logging.INFO)
+        self._logger.addHandler(handler)
+        self._handler = handler
+        self._notes: deque[tuple[Any, Any, str]] = deque(maxlen=10_000)
+        self._lock = threading.Lock()
+
+    def sent(self, payload: dict[str, Any], *, outcome: str, status: int | None, via: str) -> None:
+        """Record a breadcrumb that the server took."""
+        self._write(
+            "sent",
+            {"outcome": outcome, "http_status": status, "via": via, "breadcrumb": payload},
+        )
+
+    def dropped(self, reason: str, payload: dict[str, Any] | None, **details: Any) -> None:
+        """Record a breadcrumb that did not leave, or was refused, with the reason."""
+        self._write("dropped", {"reason": reason, "breadcrumb": payload, **details})
+
+    def note(self, route: Any, data: Any, reason: str) -> None:
+        """Remember a drop decided on the application's thread (written by the worker)."""
+        self._notes.append((route, data, reason))
+
+    def take_notes(self) -> list[tuple[Any, Any, str]]:
+        """The drops noted since the last call, oldest first."""
+        notes = []
+        while self._notes:
+            try:
+                notes.append(self._notes.popleft())
+            except IndexError:
+                break
+        return notes
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handler.close()
+
+    def _write(self, event: str, fields: dict[str, Any]) -> None:
+        if "MIGAS_OPTOUT" in os.environ:
+            return
+        with self._lock:
+            self._logger.info(event, extra=fields)
