@@ -327,6 +327,23 @@ class CrashHook:
             try:
                 outcome = transport.send(crumb, wait=True)
                 ok = outcome.ok
+                audit = pipeline.audit if pipeline is not None else None
+                if audit is not None:
+                    if ok:
+                        audit.sent(
+                            crumb.to_payload(),
+                            outcome=outcome.kind.value,
+                            status=outcome.status,
+                            via=outcome.via,
+                        )
+                    else:
+                        audit.dropped(
+                            "failed",
+                            crumb.to_payload(),
+                            terminal=True,
+                            last_outcome=outcome.kind.value,
+                            detail=outcome.detail,
+                        )
                 if not ok:
                     _report(
                         f"terminal:{outcome.kind.value}",

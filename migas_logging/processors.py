@@ -88,6 +88,7 @@ class MigasProcessor:
         **options: Any,
     ) -> None:
         self._handler = MigasHandler(project, version, level, **options)
+        _unregister(self._handler)
         self._warned_after_format = False
 
     @property
@@ -140,6 +141,23 @@ class MigasProcessor:
                 record.__dict__[key] = event_dict[key]
         handler.handle(record)
         mark_shipped(record.msg, levelno)
+
+
+def _unregister(handler: logging.Handler) -> None:
+    """Take the processor's handler out of logging's shutdown list.
+
+    ``dictConfig`` closes every handler in that list, and the processor's handler is not
+    the application's: reconfiguring stdlib logging must not stop the processor. The
+    process's exit flush (the pipeline's ``atexit`` hook) still delivers what it holds.
+    """
+    lock = getattr(logging, "_lock", None)
+    refs = getattr(logging, "_handlerList", None)
+    if lock is None or not isinstance(refs, list):
+        return
+    with lock:
+        for ref in list(refs):
+            if ref() is handler:
+                refs.remove(ref)
 
 
 def _level_of(method_name: str, event_dict: MutableMapping[str, Any]) -> int:

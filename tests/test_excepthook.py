@@ -323,3 +323,17 @@ class TestInstallUninstall:
         sys.excepthook(KeyError, KeyError("k"), None)
         assert [] == collector.breadcrumbs()
         hook.uninstall()
+
+
+class TestAudit:
+    def test_crash_breadcrumb_is_in_the_audit_trail(
+        self, collector: LocalCollector, tmp_path: Any
+    ) -> None:
+        """The synchronous crash breadcrumb is audited like the worker's."""
+        import json
+
+        path = tmp_path / "audit.jsonl"
+        run(collector.url, f"setup(audit_file={str(path)!r})\nraise ValueError('x')")
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        assert ["sent"] == [x["event"] for x in lines]
+        assert "ValueError" == lines[-1]["breadcrumb"]["proc"]["error_type"]
