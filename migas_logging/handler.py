@@ -34,7 +34,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from migas_logging import breadcrumb as _bc
@@ -64,31 +63,34 @@ IGNORED_LOGGERS = ("migas_logging", "urllib3", "requests")
 _DEFAULT_RATE_LIMIT = "30/60"
 
 
-class _NoRecursion(logging.Filter):
-    """Reject records that would make the handler feed itself."""
-
-    def __init__(self, handler: MigasHandler) -> None:
-        super().__init__()
-        self._handler = handler
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        name = record.name
-        for ignored in IGNORED_LOGGERS:
-            if name == ignored or name.startswith(ignored + "."):
-                return False
-        pipeline = self._handler._pipeline
-        return not (pipeline is not None and record.thread == pipeline.worker_ident)
+_IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
 
 
-@dataclass(frozen=True, slots=True)
+def _ignored_logger(name: str) -> bool:
+    """True for the loggers whose records are never shipped (and their children)."""
+    if not name.startswith(_IGNORED_PREFIXES):  # one C call for nearly every record
+        return False
+    return any(name == i or name.startswith(i + ".") for i in IGNORED_LOGGERS)
+
+
 class _Captured:
     """What ``emit()`` keeps of a record: small, immutable, free of frames and args."""
 
-    name: str
-    status: str
-    text: str | None
-    exc: _bc.ExceptionInfo | None
-    extras: tuple[tuple[str, Any], ...]
+    __slots__ = ("exc", "extras", "name", "status", "text")
+
+    def __init__(
+        self,
+        name: str,
+        status: str,
+        text: str | None,
+        exc: _bc.ExceptionInfo | None,
+        extras: tuple[tuple[str, Any], ...],
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.text = text
+        self.exc = exc
+        self.extras = extras
 
 
 def _parse_statuses(statuses: Mapping[Any, Any] | None) -> tuple[tuple[int, str], ...]:
@@ -236,7 +238,6 @@ class MigasHandler(logging.Handler):
         self._reentry = threading.local()
         self._language_version = config.language_version()
         self._route = Route(build=self._build, name=f"MigasHandler({self.project})")
-        self.addFilter(_NoRecursion(self))
         if self.settings.optout:
             config.internal_logger().debug("MIGAS_OPTOUT is set: migas handler sends nothing")
             return
@@ -269,6 +270,19 @@ class MigasHandler(logging.Handler):
             if levelno >= threshold:
                 return status
         return "R"
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter out records that would make the handler feed itself, then emit.
+
+        Records of ``migas_logging.*``, ``urllib3.*`` and ``requests.*`` and every record
+        logged on the worker thread never reach :meth:`emit`.
+        """
+        if _ignored_logger(record.name):
+            return False
+        pipeline = self._pipeline
+        if pipeline is not None and record.thread == pipeline._worker_ident:
+            return False
+        return super().handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the server; never blocks on the network, never raises."""

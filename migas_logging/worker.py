@@ -219,25 +219,44 @@ class Route:
     name: str = "handler"
 
 
-@dataclass(eq=False)
 class _Fold:
-    start: float
-    route: Route
-    data: Any
-    repeats: int = 0
+    """A window in which repeats of one record are counted instead of sent."""
+
+    __slots__ = ("data", "repeats", "route", "start")
+
+    def __init__(self, start: float, route: Route, data: Any) -> None:
+        self.start = start
+        self.route = route
+        self.data = data
+        self.repeats = 0
 
 
-@dataclass(eq=False)
 class _Event:
-    seq: int
-    route: Route
-    data: Any
-    records: int = 1
-    suffix: str = ""
-    summary: bool = False
-    attempts: int = 0
-    crumb: Any = None
-    outcome: Any = None
+    """One breadcrumb to send: a record's captured data, or a fold's summary."""
+
+    __slots__ = (
+        "attempts",
+        "crumb",
+        "data",
+        "outcome",
+        "records",
+        "route",
+        "seq",
+        "suffix",
+        "summary",
+    )
+
+    def __init__(
+        self, seq: int, route: Route, data: Any, *, suffix: str = "", summary: bool = False
+    ) -> None:
+        self.seq = seq
+        self.route = route
+        self.data = data
+        self.suffix = suffix
+        self.summary = summary
+        self.attempts = 0
+        self.crumb: Any = None
+        self.outcome: Any = None
 
 
 _STOP = object()
@@ -297,6 +316,7 @@ class Pipeline:
         self._pending = 0
         self._folds: dict[tuple[Any, ...], _Fold] = {}
         self._thread: threading.Thread | None = None
+        self._worker_ident: int | None = None
         self._transport: Transport | None = None
         self._context: Context | None = None
         self._stopped = False
@@ -331,8 +351,7 @@ class Pipeline:
     @property
     def worker_ident(self) -> int | None:
         """The worker thread's id, so handlers can ignore records it logs."""
-        thread = self._thread
-        return thread.ident if thread is not None else None
+        return self._worker_ident
 
     def attach(self, route: Route) -> None:
         """Know a handler's route, so that a forked child resets its counters."""
@@ -416,7 +435,7 @@ class Pipeline:
                 self.audit.note(route, data, reason)
                 self._queue.put(None)  # wake the worker to write it
             return
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:  # a forked child has none either: the fork hook resets it
             self._start()
 
     def _enqueue_summary(self, fold: _Fold) -> None:
@@ -435,7 +454,6 @@ class Pipeline:
                 seq,
                 fold.route,
                 fold.data,
-                records=0,
                 suffix=f" [repeated {repeats} more time{'s' if repeats != 1 else ''} in {window}]",
                 summary=True,
             )
@@ -569,6 +587,7 @@ class Pipeline:
     # --- the worker's side ---------------------------------------------------------
 
     def _run(self) -> None:
+        self._worker_ident = threading.get_ident()
         if self._warm:
             self._warm_up()
         while True:
