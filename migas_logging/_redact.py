@@ -165,7 +165,10 @@ def _shapes_pattern(possessive: bool) -> re.Pattern[str]:
     return re.compile(f"[{_NOT_PATH}=](?:{'|'.join(branches)})")
 
 
-_SHAPES: Final = _shapes_pattern(possessive=sys.version_info >= (3, 11))
+@functools.lru_cache(maxsize=1)
+def _shapes() -> re.Pattern[str]:
+    """The shapes pattern, compiled on first use (on the worker thread, not at import)."""
+    return _shapes_pattern(possessive=sys.version_info >= (3, 11))
 _SHAPE_KIND: Final = {
     "fileurl": "<path>",
     "drive": "<path>",
@@ -211,7 +214,7 @@ def _redact_shapes(text: str) -> str:
         for match in pattern.finditer(text):
             words.append((text.rfind(" ", 0, match.start()) + 1, match.end()))
             if len(words) > _MAX_WORDS:
-                return _SHAPES.sub(_replace_shape, " " + text)[1:]
+                return _shapes().sub(_replace_shape, " " + text)[1:]
     if not words:
         return text
     pieces: list[str] = []
@@ -220,7 +223,7 @@ def _redact_shapes(text: str) -> str:
         if start < done:  # the same word, found by both patterns
             continue
         pieces.append(text[done:start])
-        pieces.append(_SHAPES.sub(_replace_shape, " " + text[start:end])[1:])
+        pieces.append(_shapes().sub(_replace_shape, " " + text[start:end])[1:])
         done = end
     pieces.append(text[done:])
     return "".join(pieces)

@@ -398,7 +398,7 @@ class TestRedactionProperties:
     def test_word_by_word_agrees(self, items: list[str], separators: list[str]) -> None:
         """Redacting the trigger words one by one equals one pass over the whole text."""
         text = "".join(item + sep for item, sep in zip(items, separators, strict=False))
-        whole = _redact._SHAPES.sub(_redact._replace_shape, " " + text)[1:]
+        whole = _redact._shapes().sub(_redact._replace_shape, " " + text)[1:]
         assert _redact._redact_shapes(text) == whole
 
 
