@@ -310,7 +310,7 @@ class CrashHook:
         pipeline = self._pipeline
         last = 0.0
         if pipeline is not None:
-            pipeline.flush(self.flush_deadline * 0.5)
+            pipeline.flush(self.flush_deadline * 0.5, final=True)
             last = pipeline.last_delivery
         # The server's clock has one-second resolution: make the terminal breadcrumb
         # strictly later than the previous one of this session.

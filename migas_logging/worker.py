@@ -320,7 +320,7 @@ class Pipeline:
         self._transport: Transport | None = None
         self._context: Context | None = None
         self._stopped = False
-        self._flush_until = 0.0  # while the exit flush runs: its deadline
+        self._flush_until = 0.0  # while the final (exit) flush runs: its deadline
         self._paused_until = 0.0  # 429 window or open circuit
         self._pause_reason = ""
         self._conn_failures = 0
@@ -516,13 +516,16 @@ class Pipeline:
 
     # --- flush / stop ---------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, final: bool = False) -> bool:
         """Wait until everything submitted so far was sent, folded or dropped.
 
         Also closes open fold windows, so that their counts go out.
 
         Args:
             timeout: seconds at most (default: the flush deadline).
+            final: the process is ending: what cannot be delivered before the deadline
+                (a 429 window or an open circuit that outlasts it, a retry that would
+                come after it) is dropped at once instead of waited for.
 
         Returns:
             True when everything was handled before the deadline.
@@ -539,7 +542,8 @@ class Pipeline:
             target = self._last_seq
         if self._pending and (self._thread is None or not self._thread.is_alive()):
             self._start()
-        self._flush_until = deadline
+        if final:
+            self._flush_until = deadline
         try:
             with self._done:
                 self._queue.put(None)  # wake the worker
@@ -562,7 +566,7 @@ class Pipeline:
         """
         if self._stopped:
             return True
-        done = self.flush(timeout)
+        done = self.flush(timeout, final=True)
         with self._lock:
             self._stopped = True
         self._queue.put(_STOP)

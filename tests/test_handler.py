@@ -318,6 +318,17 @@ class TestDelivery:
             assert 2 == stats["sent"]
             assert 4 == stats["dropped"]["rate_limited"]
 
+    def test_flush_during_a_429_window_keeps_the_records(self, log: logging.Logger) -> None:
+        """A mid-run flush while rate limited waits, and drops nothing."""
+        with LocalCollector(register=(PROJECT,), rate_limit=(1, 60)) as c:
+            h = make(c, log, fold_window=0)
+            log.error("first")
+            log.error("second")
+            c.wait_for_requests(2, timeout=5)
+            assert h.flush(0.3) is None
+            stats = h.stats.as_dict()
+            assert (1, {}, 1) == (stats["sent"], stats["dropped"], stats["pending"])
+
     def test_5xx_retried_then_delivered(
         self, collector: LocalCollector, log: logging.Logger
     ) -> None:
