@@ -169,6 +169,8 @@ def _shapes_pattern(possessive: bool) -> re.Pattern[str]:
 def _shapes() -> re.Pattern[str]:
     """The shapes pattern, compiled on first use (on the worker thread, not at import)."""
     return _shapes_pattern(possessive=sys.version_info >= (3, 11))
+
+
 _SHAPE_KIND: Final = {
     "fileurl": "<path>",
     "drive": "<path>",

@@ -8,7 +8,7 @@ a ``language`` over 32 or a ``platform`` over 64 characters, or a text PostgreSQ
 refused with ``413``. This module makes such crumbs impossible to build:
 
 * **Every instance is valid by construction.** :class:`Breadcrumb` and :class:`Context`
-  are frozen dataclasses whose ``__post_init__`` normalises every field: versions to the
+  are immutable value classes whose ``__init__`` normalises every field: versions to the
   server's pattern and length, UUIDs to canonical form or nothing, enumerations to a
   valid value, texts to what PostgreSQL ``text`` stores, and finally the three free-text
   fields are shortened until the serialised body fits :data:`MAX_BODY_BYTES`. Code that
@@ -64,10 +64,10 @@ import unicodedata
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from migas_logging._redact import PLACEHOLDERS, Redactor, default_redactor
+from migas_logging._value import Frozen
 
 if TYPE_CHECKING:
     import logging
@@ -530,11 +530,10 @@ def _short_text(value: object, max_chars: int, default: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(Frozen):
     """The ``ctx`` of a breadcrumb: who runs, where. Every instance is valid.
 
-    ``__post_init__`` normalises every field and never raises: ``user_id`` and
+    Construction normalises every field and never raises: ``user_id`` and
     ``session_id`` become canonical UUIDs or None (left out of the body); ``user_type``
     becomes ``general``, ``dev`` or ``ci`` (else ``general``); ``container`` becomes
     ``unknown``, ``docker`` or ``apptainer`` (``singularity`` is taken as ``apptainer``;
@@ -551,25 +550,30 @@ class Context:
         is_ci: Whether this runs in continuous integration.
     """
 
-    user_id: str | None = None
-    session_id: str | None = None
-    user_type: str = "general"
-    platform: str = "unknown"
-    container: str = "unknown"
-    is_ci: bool = False
+    __slots__ = ("user_id", "session_id", "user_type", "platform", "container", "is_ci")  # noqa: RUF023 - field order
+    user_id: str | None
+    session_id: str | None
+    user_type: str
+    platform: str
+    container: str
+    is_ci: bool
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "user_id", normalize_uuid(self.user_id))
-        set_(self, "session_id", normalize_uuid(self.session_id))
-        set_(self, "user_type", _choice(self.user_type, _USER_TYPES, "general", {}))
-        set_(self, "platform", _short_text(self.platform, PLATFORM_MAX_CHARS, "unknown"))
-        set_(
-            self,
-            "container",
-            _choice(self.container, _CONTAINERS, "unknown", _CONTAINER_ALIASES),
-        )
-        set_(self, "is_ci", _to_bool(self.is_ci))
+    def __init__(  # noqa: PLR0917 - positional like the dataclass it replaces
+        self,
+        user_id: object = None,
+        session_id: object = None,
+        user_type: object = "general",
+        platform: object = "unknown",
+        container: object = "unknown",
+        is_ci: object = False,
+    ) -> None:
+        set_ = self._set
+        set_("user_id", normalize_uuid(user_id))
+        set_("session_id", normalize_uuid(session_id))
+        set_("user_type", _choice(user_type, _USER_TYPES, "general", {}))
+        set_("platform", _short_text(platform, PLATFORM_MAX_CHARS, "unknown"))
+        set_("container", _choice(container, _CONTAINERS, "unknown", _CONTAINER_ALIASES))
+        set_("is_ci", _to_bool(is_ci))
 
     def to_payload(self) -> dict[str, Any]:
         """The ``ctx`` object of the request body (None ids are left out).
@@ -595,7 +599,7 @@ def _as_context(ctx: object) -> Context:
         return ctx
     if isinstance(ctx, dict):
         try:
-            known = {k: v for k, v in ctx.items() if k in Context.__dataclass_fields__}
+            known = {k: v for k, v in ctx.items() if k in Context.__slots__}
             return Context(**known)
         except Exception:
             return Context()
@@ -607,19 +611,37 @@ def _as_context(ctx: object) -> Context:
 # --------------------------------------------------------------------------------------
 
 
-class Frame(NamedTuple):
+class Frame(tuple[str, str, int]):
     """One traceback frame, without any path: ``(module, function, lineno)``."""
 
-    module: str
-    function: str
-    lineno: int
+    __slots__ = ()
+
+    def __new__(cls, module: str, function: str, lineno: int) -> Frame:
+        return tuple.__new__(cls, (module, function, lineno))
+
+    @property
+    def module(self) -> str:
+        """The module's ``__name__``."""
+        return self[0]
+
+    @property
+    def function(self) -> str:
+        """The function's name."""
+        return self[1]
+
+    @property
+    def lineno(self) -> int:
+        """The line number."""
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"Frame(module={self[0]!r}, function={self[1]!r}, lineno={self[2]!r})"
 
     def __str__(self) -> str:
         return f"{self.module}:{self.function}:{self.lineno}"
 
 
-@dataclass(frozen=True, slots=True)
-class ExceptionInfo:
+class ExceptionInfo(Frozen):
     """A cheap, path-free, immutable summary of an exception and its causes.
 
     Args:
@@ -634,12 +656,30 @@ class ExceptionInfo:
         total_frames: How many frames the traceback had (``frames`` keeps the last ones).
     """
 
+    __slots__ = ("type_name", "message", "frames", "cause", "cause_implicit", "total_frames")  # noqa: RUF023
     type_name: str
     message: str
-    frames: tuple[Frame, ...] = ()
-    cause: ExceptionInfo | None = None
-    cause_implicit: bool = False
-    total_frames: int = 0
+    frames: tuple[Frame, ...]
+    cause: ExceptionInfo | None
+    cause_implicit: bool
+    total_frames: int
+
+    def __init__(  # noqa: PLR0917
+        self,
+        type_name: str,
+        message: str,
+        frames: tuple[Frame, ...] = (),
+        cause: ExceptionInfo | None = None,
+        cause_implicit: bool = False,
+        total_frames: int = 0,
+    ) -> None:
+        set_ = self._set
+        set_("type_name", type_name)
+        set_("message", message)
+        set_("frames", frames)
+        set_("cause", cause)
+        set_("cause_implicit", cause_implicit)
+        set_("total_frames", total_frames)
 
     def describe(self, max_frames: int = 5) -> str:
         """A compact one-line description, e.g. for ``error_desc``.
@@ -854,11 +894,10 @@ def _water_fill(costs: dict[str, int], available: int) -> dict[str, int]:
     return caps
 
 
-@dataclass(frozen=True, slots=True)
-class Breadcrumb:
+class Breadcrumb(Frozen):
     """One breadcrumb, valid and at most :data:`MAX_BODY_BYTES` bytes by construction.
 
-    ``__post_init__`` checks the project (the only ``ValueError``), normalises the versions
+    Construction checks the project (the only ``ValueError``), normalises the versions
     (:func:`normalize_version`), the status (R, C, F or S; words such as ``completed`` are
     understood; anything else is R), ``language`` (storable, at most 32 characters) and
     the context; makes the three texts storable; then shortens them until the body fits.
@@ -876,28 +915,51 @@ class Breadcrumb:
         language: The language (``python``).
     """
 
+    __slots__ = (  # noqa: RUF023 - the fields in their order
+        "project",
+        "project_version",
+        "language_version",
+        "ctx",
+        "status",
+        "status_desc",
+        "error_type",
+        "error_desc",
+        "language",
+    )
     project: str
     project_version: str
     language_version: str
-    ctx: Context = Context()
-    status: str = "R"
-    status_desc: str | None = None
-    error_type: str | None = None
-    error_desc: str | None = None
-    language: str = "python"
+    ctx: Context
+    status: str
+    status_desc: str | None
+    error_type: str | None
+    error_desc: str | None
+    language: str
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "project", validate_project(self.project))
-        set_(self, "project_version", normalize_version(self.project_version))
-        set_(self, "language_version", normalize_version(self.language_version))
-        set_(self, "ctx", _as_context(self.ctx))
-        set_(self, "status", _normalize_status(self.status))
-        set_(self, "language", _short_text(self.language, LANGUAGE_MAX_CHARS, "unknown"))
-        for name in _TEXT_FIELDS:
-            set_(self, name, _bounded_text(getattr(self, name)))
+    def __init__(  # noqa: PLR0917
+        self,
+        project: object,
+        project_version: object,
+        language_version: object,
+        ctx: object = None,
+        status: object = "R",
+        status_desc: object = None,
+        error_type: object = None,
+        error_desc: object = None,
+        language: object = "python",
+    ) -> None:
+        set_ = self._set
+        set_("project", validate_project(project))
+        set_("project_version", normalize_version(project_version))
+        set_("language_version", normalize_version(language_version))
+        set_("ctx", _as_context(ctx))
+        set_("status", _normalize_status(status))
+        set_("language", _short_text(language, LANGUAGE_MAX_CHARS, "unknown"))
+        set_("status_desc", _bounded_text(status_desc))
+        set_("error_type", _bounded_text(error_type))
+        set_("error_desc", _bounded_text(error_desc))
         for name, value in self._fit_texts(MAX_BODY_BYTES).items():
-            set_(self, name, value)
+            set_(name, value)
 
     def to_payload(self) -> dict[str, Any]:
         """The REST request body (``proc`` leaves out None texts).
@@ -962,8 +1024,7 @@ class Breadcrumb:
 
     def _with_texts(self, texts: dict[str, str | None]) -> Breadcrumb:
         """A copy with the given (already fitted) texts."""
-        return replace(
-            self,
+        return self._replace(
             status_desc=texts["status_desc"],
             error_type=texts["error_type"],
             error_desc=texts["error_desc"],

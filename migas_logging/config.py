@@ -34,10 +34,10 @@ import math
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from migas_logging._value import Frozen
 from migas_logging.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -190,8 +190,7 @@ def resolve_timeout(timeout: float | str | None = None) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Frozen):
     """The resolved connection settings.
 
     Args:
@@ -200,9 +199,20 @@ class Settings:
         optout: True when ``MIGAS_OPTOUT`` was set at resolution time.
     """
 
-    endpoint: str = DEFAULT_ENDPOINT
-    timeout: float = DEFAULT_TIMEOUT
-    optout: bool = False
+    __slots__ = ("endpoint", "timeout", "optout")  # noqa: RUF023 - the fields in their order
+    endpoint: str
+    timeout: float
+    optout: bool
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = DEFAULT_TIMEOUT,
+        optout: bool = False,
+    ) -> None:
+        self._set("endpoint", endpoint)
+        self._set("timeout", timeout)
+        self._set("optout", optout)
 
     @classmethod
     def resolve(cls, endpoint: str | None = None, timeout: float | str | None = None) -> Settings:

@@ -60,7 +60,6 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from migas_logging import config
@@ -206,17 +205,29 @@ class RateCap:
         return f"RateCap({self.count}/{self.period:g}s)"
 
 
-@dataclass(eq=False)
 class Route:
     """Where events of one handler go and how they become breadcrumbs.
 
     The handler owns it; the worker reads it. ``build`` turns an event's data into a
     :class:`~migas_logging.breadcrumb.Breadcrumb` (it runs on the worker thread).
+
+    Args:
+        build: makes the breadcrumb from an event's data and the context.
+        stats: where the route's records are counted.
+        name: for messages.
     """
 
-    build: Callable[[Any, Context], Breadcrumb]
-    stats: Stats = field(default_factory=Stats)
-    name: str = "handler"
+    __slots__ = ("__weakref__", "build", "name", "stats")
+
+    def __init__(
+        self,
+        build: Callable[[Any, Context], Breadcrumb],
+        stats: Stats | None = None,
+        name: str = "handler",
+    ) -> None:
+        self.build = build
+        self.stats = stats if stats is not None else Stats()
+        self.name = name
 
 
 class _Fold:

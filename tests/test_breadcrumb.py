@@ -11,7 +11,6 @@ storable texts, and no redacted item left.
 from __future__ import annotations
 
 import bdb
-import dataclasses
 import json
 import logging
 import re
@@ -690,7 +689,7 @@ class TestContext:
 
     def test_frozen(self) -> None:
         """A Context cannot be changed after construction."""
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(AttributeError):
             Context().platform = "x"  # type: ignore[misc]
 
     @settings(PROPS, max_examples=200)
@@ -955,7 +954,7 @@ class TestBreadcrumb:
 
     def test_frozen(self) -> None:
         """A Breadcrumb cannot be changed after construction."""
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(AttributeError):
             crumb().status = "F"  # type: ignore[misc]
 
     def test_fitted(self) -> None:
