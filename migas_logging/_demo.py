@@ -18,7 +18,7 @@ PROJECT = "nipreps/migas-logging"
 COLUMNS = ("seq", "status", "status_desc", "error_type", "error_desc")
 
 
-def _logging_config(url: str) -> dict[str, Any]:
+def _logging_config(url: str, *, console: str = "ext://sys.stdout") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -27,7 +27,7 @@ def _logging_config(url: str) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "plain",
-                "stream": "ext://sys.stdout",
+                "stream": console,
             },
             "migas": {
                 "class": "migas_logging.MigasHandler",
@@ -73,7 +73,9 @@ def run_demo(*, as_json: bool = False, endpoint: str | None = None) -> int:
                 file=out,
             )
             print("3. the application logs:", file=out)
-        logging.config.dictConfig(_logging_config(collector.url))
+        # with --json, stdout carries only the JSON: the application's log goes to stderr
+        console = "ext://sys.stderr" if as_json else "ext://sys.stdout"
+        logging.config.dictConfig(_logging_config(collector.url, console=console))
         handler = next(h for h in logging.getLogger().handlers if isinstance(h, MigasHandler))
         _work(logging.getLogger("demo.pipeline"))
         handler.flush(5.0)
@@ -92,7 +94,7 @@ def run_demo(*, as_json: bool = False, endpoint: str | None = None) -> int:
         )
     else:
         print(f"4. the collector stored {len(rows)} breadcrumbs:", file=out)
-        print(_table(rows, COLUMNS), file=out)
+        print(_table(rows, COLUMNS, width=100), file=out)
         print(f"5. the handler's accounting: {stats}", file=out)
         print(
             "   (every record is sent, folded into a repeat count, or dropped with a reason)",

@@ -30,22 +30,22 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain text table, each column as wide as its widest cell."""
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, width: int = 60) -> str:
+    """A plain text table, each column as wide as its widest cell (at most ``width``)."""
     cells = [[str(c) for c in columns]]
     for row in rows:
-        cells.append([_cell(row.get(c)) for c in columns])
+        cells.append([_cell(row.get(c), width) for c in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, width: int = 60) -> str:
     if value is None:
         return ""
     text = " ".join(str(value).split())
-    return text if len(text) <= 60 else text[:59] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _pairs(result: dict[str, Any]) -> str:
