@@ -152,6 +152,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         count, _, window = args.rate_limit.partition("/")
         rate = (int(count), float(window or 60))
     register = args.register or ["nipreps/migas-logging"]
+    latest: dict[str, str] = {}
+    for item in args.latest or []:
+        project, sep, version = item.partition("=")
+        if not sep or not version:
+            raise ConfigurationError(f"--latest {item!r} is not OWNER/REPO=VERSION")
+        latest[project] = version
 
     def ready(collector: Any) -> None:
         info = {"url": collector.url, "db": args.db, "registered": register}
@@ -166,13 +172,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    def ready_with_latest(collector: Any) -> None:
+        for project, version in latest.items():
+            collector.register(project, latest=version)
+        ready(collector)
+
     serve_forever(
         host=args.host,
         port=args.port,
         db=args.db,
         register=register,
         rate_limit=rate,
-        ready=ready,
+        ready=ready_with_latest,
     )
     return EXIT_OK
 
@@ -233,6 +244,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="OWNER/REPO",
         help="a project to accept (repeatable; default nipreps/migas-logging)",
+    )
+    p.add_argument(
+        "--latest",
+        action="append",
+        metavar="OWNER/REPO=VERSION",
+        help="the latest version check_project reports for a project (repeatable)",
     )
     p.add_argument(
         "--rate-limit",

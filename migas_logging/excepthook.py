@@ -49,9 +49,10 @@ whatever ``n``), ``F`` / ``Errored`` on a crash, ``S`` / ``Suspended`` on
 breadcrumb carries the run's counts (sent, folded, dropped). Signal handlers are
 installed only from the main thread; they record the signal and chain to the previous
 handler, doing no I/O. When the previous disposition was the default one, the handler
-raises ``SystemExit`` so that the interpreter unwinds and runs its exit hooks; the last
-of them sends the terminal breadcrumb, flushes logging and re-raises the signal with its
-default disposition, so the process still dies by that signal (a parent sees -15).
+raises an internal ``BaseException`` so that the interpreter unwinds and runs its exit
+hooks; the last of them sends the terminal breadcrumb, flushes logging and re-raises the
+signal with its default disposition, so the process still dies by that signal (a parent
+sees -15).
 
 asyncio: exceptions of tasks that nobody awaited go to the loop's exception handler, not
 to ``sys.excepthook``. One line routes them here too::
@@ -376,8 +377,17 @@ class CrashHook:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Record the signal and chain; no I/O, no lock (see the module docstring)."""
-        self._signal = signum
         previous = self._prev_signals.get(signum, signal.SIG_DFL)
+        if os.getpid() != self._pid:
+            # A forked child inherited this handler; the run is the parent's. Behave as
+            # if it were not there (multiprocessing terminates pool workers this way).
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        self._signal = signum
         if callable(previous):
             previous(signum, frame)
             return
@@ -392,6 +402,8 @@ class CrashHook:
             return
         try:
             if not self._terminal_sent:
+                if self._pipeline is not None:  # count what the exit flush still delivers
+                    self._pipeline.flush(self.flush_deadline * 0.5, final=True)
                 stats = self._pipeline.total.as_dict() if self._pipeline is not None else {}
                 if self._signal == signal.SIGINT:
                     status, desc = "S", "Suspended"

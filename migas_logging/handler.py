@@ -306,7 +306,7 @@ class MigasHandler(logging.Handler):
                 id(route),
                 record.name,
                 record.levelno,
-                record.msg if isinstance(record.msg, str) else captured.text,
+                record.msg if isinstance(record.msg, str) else captured.text,  # dict: event
                 captured.exc.type_name if captured.exc is not None else None,
             )
             pipeline.submit(route, captured, key if self.fold_window > 0 else None)
@@ -369,6 +369,8 @@ class MigasHandler(logging.Handler):
     def _capture(self, record: logging.LogRecord) -> _Captured:
         """Take what the breadcrumb needs, on the application's thread, cheaply."""
         msg = record.msg
+        if isinstance(msg, dict):
+            return self._capture_event_dict(record, msg)
         mode = self.message
         if mode == "none":
             text: str | None = None
@@ -391,6 +393,31 @@ class MigasHandler(logging.Handler):
             extras = tuple(
                 (name, _extra_value(values[name])) for name in self.extras if name in values
             )
+        return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
+
+    def _capture_event_dict(self, record: logging.LogRecord, event: dict[Any, Any]) -> _Captured:
+        """A structlog event dict as the record's message (``ProcessorFormatter``'s route).
+
+        Only the ``event`` text and the named ``extras`` may leave: the other keys are the
+        application's bound values (subject ids, file names), which the template mode
+        exists to keep home.
+        """
+        text = event.get("event")
+        text = text if isinstance(text, str) else _bc.safe_str(text)
+        if self.message == "none":
+            text = None
+        exc = None
+        exc_info = record.exc_info or event.get("exc_info")
+        if isinstance(exc_info, BaseException):
+            exc = _bc.capture_exception(exc_info)
+        elif isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
+            exc = _bc.capture_exception(exc_info[1])
+        elif exc_info is True:
+            import sys
+
+            current = sys.exc_info()[1]
+            exc = _bc.capture_exception(current) if current is not None else None
+        extras = tuple((name, _extra_value(event[name])) for name in self.extras if name in event)
         return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
 
     def _build(self, captured: _Captured, ctx: _bc.Context) -> _bc.Breadcrumb:

@@ -35,8 +35,12 @@ def migas_collector_factory() -> Iterator[Callable[..., LocalCollector]]:
 
     Needs ``migas-logging[collector]`` (graphql-core).
     """
+    from migas_logging import worker
     from migas_logging.collector import LocalCollector
 
+    # One process sends to one server: give this test's collectors a fresh pipeline,
+    # and do not leave ours to the next test.
+    worker.reset()
     started: list[LocalCollector] = []
 
     def factory(**kwargs: Any) -> LocalCollector:
@@ -45,6 +49,7 @@ def migas_collector_factory() -> Iterator[Callable[..., LocalCollector]]:
         return collector.start()
 
     yield factory
+    worker.reset()
     for collector in reversed(started):
         collector.stop()
 
@@ -58,8 +63,10 @@ def migas_collector(
     The project ``nipreps/migas-logging`` is registered; register others with
     ``migas_collector.register("owner/repo")``. ``MIGAS_ENDPOINT`` is set to
     ``migas_collector.url`` and ``MIGAS_OPTOUT`` is removed for the test's duration; the
-    collector is stopped afterwards. Read what arrived with ``breadcrumbs()``,
-    ``wait_for(n)``, ``lost()`` and ``requests()``; make it misbehave with
+    collector is stopped afterwards. The process's delivery pipeline is reset before and
+    after the test, so handlers made in the test send to this collector. Read what
+    arrived with ``breadcrumbs()``, ``wait_for(n)``, ``lost()`` and ``requests()``; make
+    it misbehave with
     ``fault(...)``::
 
         def test_crash_is_reported(migas_collector):

@@ -55,6 +55,7 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import weakref
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
     from migas_logging.transport import Outcome, Transport
 
-__all__ = ["DROP_REASONS", "Pipeline", "RateCap", "Stats", "get_pipeline"]
+__all__ = ["DROP_REASONS", "Pipeline", "RateCap", "Stats", "get_pipeline", "reset"]
 
 DROP_REASONS = (
     "queue_full",
@@ -338,7 +339,7 @@ class Pipeline:
         self._cooldown = 30.0
         self._reported: set[str] = set()
         self._last_delivery = 0.0
-        self._warm = False
+        self._warmed = threading.Event()
         self._pid = os.getpid()
 
     def _after_fork_in_child(self) -> None:
@@ -487,16 +488,22 @@ class Pipeline:
                 self._enqueue_summary(fold)
 
     def warm_up(self) -> None:
-        """Start the worker now and let it prepare everything a send needs.
+        """Start the worker now, so that it prepares everything a send needs.
 
-        The crash hook calls this when it is installed: the crash path must not import
-        anything (importing a C extension inside ``sys.excepthook`` makes CPython forget
-        that a ``KeyboardInterrupt`` was unhandled, which changes the exit status), and it
-        must not wait on DNS for the user id. The work happens on the worker thread.
+        The worker always prepares first (imports ``requests``, reads the user id, builds
+        the redactor) off the application's thread. The crash hook calls this when it is
+        installed, because the crash path must not import anything: importing a module
+        that runs ``exec`` while the interpreter shuts down makes CPython forget that a
+        ``KeyboardInterrupt`` was unhandled, which changes the exit status.
         """
-        self._warm = True
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:
             self._start()
+
+    def wait_warm(self, timeout: float) -> bool:
+        """Wait until the worker has prepared (True), at most ``timeout`` seconds."""
+        if self._thread is None:
+            return True
+        return self._warmed.wait(timeout)
 
     def _warm_up(self) -> None:
         from migas_logging.breadcrumb import default_redactor
@@ -507,6 +514,8 @@ class Pipeline:
             self._get_transport()
         except Exception as exc:
             self._report_once("warm", "migas worker could not prepare: %r", exc)
+        finally:
+            self._warmed.set()
 
     def _start(self) -> None:
         with self._lock:
@@ -603,8 +612,7 @@ class Pipeline:
 
     def _run(self) -> None:
         self._worker_ident = threading.get_ident()
-        if self._warm:
-            self._warm_up()
+        self._warm_up()
         while True:
             timeout = 1.0 if self._folds else None
             try:
@@ -891,6 +899,20 @@ def _at_exit() -> None:
             pipeline.stop(pipeline.flush_deadline)
 
 
+def reset(timeout: float = 0.5) -> None:
+    """Stop the process's pipeline (flushing within ``timeout``) and forget it.
+
+    The next handler starts a new one, with its own endpoint. For tests: one process
+    sends to one server, and the pytest fixtures give each test a collector of its own.
+    Handlers made before the reset count their later records as ``closed``.
+    """
+    global _pipeline  # noqa: PLW0603
+    with _pipeline_lock:
+        if _pipeline is not None:
+            _pipeline.stop(timeout)
+        _pipeline = None
+
+
 def _reset_for_tests() -> None:
     """Stop and forget the process's pipeline (tests only)."""
     global _pipeline  # noqa: PLW0603
@@ -898,6 +920,34 @@ def _reset_for_tests() -> None:
         if _pipeline is not None:
             _pipeline.stop(0.5)
         _pipeline = None
+
+
+def _before_fork() -> None:
+    """Prepare a fork: let the worker finish preparing, and arrange the child's flush.
+
+    A fork in the middle of the worker's ``import requests`` would leave the child a
+    half-imported module (and nothing it sends would work), so the fork waits for the
+    preparation to end (it takes a fraction of a second, once per process).
+    """
+    pipeline = _pipeline
+    if pipeline is None:
+        return
+    with contextlib.suppress(Exception):
+        pipeline.wait_warm(5.0)
+    # multiprocessing's forked children end with os._exit(), which skips atexit; they
+    # run multiprocessing's finalizers instead, registered after its bootstrap clears them.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and not getattr(pipeline, "_mp_registered", False):
+        with contextlib.suppress(Exception):
+            mp_util.register_after_fork(pipeline, _register_mp_finalizer)
+            pipeline._mp_registered = True  # type: ignore[attr-defined]
+
+
+def _register_mp_finalizer(pipeline: Pipeline) -> None:
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        with contextlib.suppress(Exception):
+            mp_util.Finalize(None, _at_exit, exitpriority=0)
 
 
 def _after_fork_in_child() -> None:
@@ -908,4 +958,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -199,3 +199,52 @@ class TestServeAndDemo:
         data = json.loads(result.stdout)
         assert 4 == len(data["breadcrumbs"])
         assert 0 == data["stats"]["pending"]
+
+
+@pytest.mark.slow
+def test_serve_latest_answers_check() -> None:
+    """serve --latest makes check_project answer like a server that knows the release."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "migas_logging",
+            "serve",
+            "--port",
+            str(port),
+            "--json",
+            "--register",
+            PROJECT,
+            "--latest",
+            f"{PROJECT}=3.1.4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "migas_logging",
+                "check",
+                PROJECT,
+                "3.0",
+                "--json",
+                "--endpoint",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert 0 == result.returncode, result.stderr
+        assert "3.1.4" == json.loads(result.stdout)["latest"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
