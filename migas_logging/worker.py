@@ -88,6 +88,9 @@ DROP_REASONS = (
 
 _log = logging.getLogger("migas_logging.worker")
 
+#: The most fold windows kept open at once (distinct records within a window).
+_MAX_FOLDS = 1024
+
 #: Drops that leave no audit line: nothing was going to be sent anyway.
 _UNAUDITED = frozenset({"optout", "duplicate"})
 
@@ -326,7 +329,8 @@ class Pipeline:
         self._last_seq = 0
         self._done_seq = 0
         self._pending = 0
-        self._folds: dict[tuple[Any, ...], _Fold] = {}
+        self._folds: dict[tuple[Any, ...], _Fold] = {}  # in order of window start
+        self._next_sweep = 0.0
         self._thread: threading.Thread | None = None
         self._worker_ident: int | None = None
         self._transport: Transport | None = None
@@ -421,10 +425,13 @@ class Pipeline:
                         stats.folded += 1
                         total.folded += 1
                         return
-                    if fold is not None and fold.repeats:
-                        self._enqueue_summary(fold)
-                    if len(self._folds) >= 1024:
-                        self._sweep_folds(now, force_oldest=True)
+                    if fold is not None:  # its window closed: out with its count
+                        del self._folds[fold_key]
+                        if fold.repeats:
+                            self._enqueue_summary(fold)
+                    if len(self._folds) >= _MAX_FOLDS:
+                        self._evict_oldest_fold()
+                    # re-inserted at the end: the table stays in order of window start
                     self._folds[fold_key] = _Fold(now, route, data)
                 if priority:
                     reason = ""
@@ -471,21 +478,33 @@ class Pipeline:
             )
         )
 
-    def _sweep_folds(
-        self, now: float, *, force_oldest: bool = False, flush_all: bool = False
-    ) -> None:
-        """Close expired fold windows, queueing their summaries (lock held)."""
-        for key, fold in list(self._folds.items()):
-            if flush_all or now - fold.start >= self.fold_window:
+    def _sweep_folds(self, now: float, *, flush_all: bool = False) -> None:
+        """Close expired fold windows, queueing their summaries (lock held).
+
+        The table is in order of window start (a key is re-inserted when its window
+        opens), so expired windows are at its front and the sweep stops at the first
+        open one. ``flush_all`` sends every open window's count now and keeps the windows.
+        """
+        if flush_all:
+            for fold in self._folds.values():
                 if fold.repeats:
                     self._enqueue_summary(fold)
-                if not flush_all:
-                    del self._folds[key]
-        if force_oldest and self._folds:
-            key = min(self._folds, key=lambda k: self._folds[k].start)
-            fold = self._folds.pop(key)
+            return
+        while self._folds:
+            key = next(iter(self._folds))
+            fold = self._folds[key]
+            if now - fold.start < self.fold_window:
+                return
+            del self._folds[key]
             if fold.repeats:
                 self._enqueue_summary(fold)
+
+    def _evict_oldest_fold(self) -> None:
+        """Make room in a full table: close the oldest window (lock held)."""
+        key = next(iter(self._folds))
+        fold = self._folds.pop(key)
+        if fold.repeats:
+            self._enqueue_summary(fold)
 
     def warm_up(self) -> None:
         """Start the worker now, so that it prepares everything a send needs.
@@ -622,8 +641,11 @@ class Pipeline:
             if item is _STOP:
                 return
             if self._folds:
-                with self._lock:
-                    self._sweep_folds(time.monotonic())
+                now = time.monotonic()
+                if now >= self._next_sweep:  # at most once a second, not per breadcrumb
+                    self._next_sweep = now + 1.0
+                    with self._lock:
+                        self._sweep_folds(now)
             if self.audit is not None:
                 self._write_notes()
             if item is None:
@@ -808,8 +830,14 @@ class Pipeline:
             )
             self._finish(event, dropped=reason)
             return True
-        delay = min(0.5 * 2 ** (event.attempts - 1), 30.0) * (0.5 + random.random())  # noqa: S311
         flush_until = self._flush_until
+        if flush_until and kind is OutcomeKind.UNREACHABLE:
+            # exiting and nothing listens: the next second will not change that, for this
+            # breadcrumb or for those queued behind it
+            self._finish(event, dropped="unreachable")
+            self._drop_queued("unreachable")
+            return True
+        delay = min(0.5 * 2 ** (event.attempts - 1), 30.0) * (0.5 + random.random())  # noqa: S311
         if flush_until and time.monotonic() + delay > flush_until:
             self._finish(
                 event, dropped="unreachable" if kind is OutcomeKind.UNREACHABLE else "failed"
