@@ -275,6 +275,7 @@ class _Event:
 
 
 _STOP = object()
+_NO_FLUSH = float("inf")
 
 
 class Pipeline:
@@ -328,6 +329,8 @@ class Pipeline:
         self._seq = itertools.count(1)
         self._last_seq = 0
         self._done_seq = 0
+        self._flush_targets: list[int] = []  # what each waiting flush waits for
+        self._flush_target: float = _NO_FLUSH  # the lowest of them
         self._pending = 0
         self._folds: dict[tuple[Any, ...], _Fold] = {}  # in order of window start
         self._next_sweep = 0.0
@@ -586,11 +589,17 @@ class Pipeline:
         try:
             with self._done:
                 self._queue.put(None)  # wake the worker
-                while self._done_seq < target:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._done.wait(remaining)
+                self._flush_targets.append(target)
+                self._flush_target = min(self._flush_targets)
+                try:
+                    while self._done_seq < target:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._done.wait(remaining)
+                finally:
+                    self._flush_targets.remove(target)
+                    self._flush_target = min(self._flush_targets, default=_NO_FLUSH)
             return True
         finally:
             self._flush_until = 0.0
@@ -674,7 +683,9 @@ class Pipeline:
             self._audit_event(event, dropped)
         with self._done:
             self._done_seq = max(self._done_seq, event.seq)
-            self._done.notify_all()
+            # wake a flush only when it is done waiting, not after every breadcrumb
+            if self._done_seq >= self._flush_target:
+                self._done.notify_all()
 
     def _audit_event(self, event: _Event, dropped: str) -> None:
         audit = self.audit
