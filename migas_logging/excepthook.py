@@ -422,6 +422,16 @@ class CrashHook:
     def _plain_crumb(self, status: str, desc: str) -> _bc.Breadcrumb:
         pipeline = self._pipeline
         ctx = pipeline.context() if pipeline is not None else config.detect_context()
+        return self._make(ctx, status, desc)
+
+    def _make(
+        self,
+        ctx: _bc.Context,
+        status: str,
+        desc: str,
+        info: _bc.ExceptionInfo | None = None,
+    ) -> _bc.Breadcrumb:
+        """A lifecycle breadcrumb, or a crash one when ``info`` summarises the exception."""
         return _bc.build(
             project=self.project,
             version=self.version,
@@ -429,6 +439,9 @@ class CrashHook:
             ctx=ctx,
             status=status,
             status_desc=desc,
+            error_type=info.type_name if info is not None else None,
+            error_desc=info.describe() if info is not None else None,
+            redactor=_bc.default_redactor() if self.redact else None,
         )
 
 
@@ -470,27 +483,8 @@ class _CrashRoute:
         if cached is None:
 
             def build(data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
-                if isinstance(data, _ThreadCrash):
-                    info = data.info
-                    return _bc.build(
-                        project=hook.project,
-                        version=hook.version,
-                        language_version=hook._language_version,
-                        ctx=ctx,
-                        status=data.status,
-                        status_desc=data.desc,
-                        error_type=info.type_name,
-                        error_desc=info.describe(),
-                        redactor=_bc.default_redactor() if hook.redact else None,
-                    )
-                return _bc.build(
-                    project=hook.project,
-                    version=hook.version,
-                    language_version=hook._language_version,
-                    ctx=ctx,
-                    status=data.status,
-                    status_desc=data.desc,
-                )
+                info = data.info if isinstance(data, _ThreadCrash) else None
+                return hook._make(ctx, data.status, data.desc, info)
 
             cached = _Route(build=build, stats=route.stats, name=route.name)
             cls._cache[id(hook)] = cached

@@ -319,38 +319,11 @@ class Transport:
                 status = resp.status_code
                 text = resp.content.decode("utf-8", "replace")
                 headers = resp.headers
-        except rq.exceptions.Timeout as exc:
-            return Outcome(
-                OutcomeKind.TIMEOUT,
-                detail=_short(f"no answer within {self.timeout[1]:g} s ({type(exc).__name__})"),
-                via=via,
-                elapsed=time.monotonic() - start,
-                body_bytes=len(body),
-            )
-        except rq.exceptions.SSLError as exc:
-            return Outcome(
-                OutcomeKind.UNREACHABLE,
-                detail=_short(f"TLS failure: {exc}"),
-                via=via,
-                elapsed=time.monotonic() - start,
-                body_bytes=len(body),
-            )
-        except rq.exceptions.ConnectionError as exc:
-            established = not _is_connect_failure(exc)
-            return Outcome(
-                OutcomeKind.SERVER_ERROR if established else OutcomeKind.UNREACHABLE,
-                detail=_short(
-                    ("connection broke during the answer: " if established else "cannot connect: ")
-                    + _root_message(exc)
-                ),
-                via=via,
-                elapsed=time.monotonic() - start,
-                body_bytes=len(body),
-            )
         except rq.exceptions.RequestException as exc:
+            kind, detail = self._failure(exc)
             return Outcome(
-                OutcomeKind.SERVER_ERROR,
-                detail=_short(f"{type(exc).__name__}: {_root_message(exc)}"),
+                kind,
+                detail=_short(detail),
                 via=via,
                 elapsed=time.monotonic() - start,
                 body_bytes=len(body),
@@ -395,6 +368,24 @@ class Transport:
             payload=payload,
             body_bytes=len(body),
         )
+
+    def _failure(self, exc: Exception) -> tuple[OutcomeKind, str]:
+        """What a ``requests`` exception means: no answer in time, none at all, or a
+        connection that broke after the request went out."""
+        rq = self._requests
+        if isinstance(exc, rq.exceptions.Timeout):
+            return OutcomeKind.TIMEOUT, (
+                f"no answer within {self.timeout[1]:g} s ({type(exc).__name__})"
+            )
+        if isinstance(exc, rq.exceptions.SSLError):
+            return OutcomeKind.UNREACHABLE, f"TLS failure: {exc}"
+        if isinstance(exc, rq.exceptions.ConnectionError):
+            if _is_connect_failure(exc):
+                return OutcomeKind.UNREACHABLE, "cannot connect: " + _root_message(exc)
+            return OutcomeKind.SERVER_ERROR, (
+                "connection broke during the answer: " + _root_message(exc)
+            )
+        return OutcomeKind.SERVER_ERROR, f"{type(exc).__name__}: {_root_message(exc)}"
 
 
 def _replace(outcome: Outcome, kind: OutcomeKind, detail: str) -> Outcome:
