@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import io
 import logging
-import logging.handlers
 import os
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging.handlers
 
 __all__ = ["AuditTrail", "audit_path"]
 
@@ -34,18 +36,33 @@ DEFAULT_MAX_BYTES = 5_000_000
 def audit_path(explicit: str | os.PathLike[str] | None) -> str | None:
     """The audit file to use: the argument, else ``MIGAS_AUDIT_FILE``, else none."""
     if explicit is not None:
-        return os.fspath(explicit) or None
+        try:
+            return os.fspath(explicit) or None
+        except TypeError:
+            from migas_logging.exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                f"audit_file {explicit!r} is not a file path; give for example 'migas-audit.jsonl'"
+            ) from None
     return os.environ.get("MIGAS_AUDIT_FILE") or None
 
 
-class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A rotating file handler whose files are created with mode 0600."""
+def _private_rotating_handler() -> type[logging.handlers.RotatingFileHandler]:
+    """A rotating file handler whose files are created with mode 0600.
 
-    def _open(self) -> io.TextIOWrapper:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return io.TextIOWrapper(
-            io.FileIO(fd, "a"), encoding=self.encoding or "utf-8", errors=self.errors
-        )
+    Made on first use: ``logging.handlers`` is not imported by an application that
+    writes no audit trail.
+    """
+    import logging.handlers
+
+    class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+        def _open(self) -> io.TextIOWrapper:
+            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            return io.TextIOWrapper(
+                io.FileIO(fd, "a"), encoding=self.encoding or "utf-8", errors=self.errors
+            )
+
+    return PrivateRotatingFileHandler
 
 
 class AuditTrail:
@@ -60,7 +77,7 @@ class AuditTrail:
         from pythonjsonlogger.json import JsonFormatter
 
         self.path = path
-        handler = _PrivateRotatingFileHandler(
+        handler = _private_rotating_handler()(
             path, maxBytes=max_bytes, backupCount=1, encoding="utf-8", delay=True
         )
         handler.setFormatter(

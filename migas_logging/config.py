@@ -49,6 +49,7 @@ __all__ = [
     "Settings",
     "detect_container",
     "detect_context",
+    "display_url",
     "export_session_id",
     "get_session_id",
     "get_user_id",
@@ -81,6 +82,9 @@ def internal_logger() -> logging.Logger:
     logger = logging.getLogger(INTERNAL_LOGGER_NAME)
     if not getattr(logger, "_migas_configured", False):
         logger._migas_configured = True  # type: ignore[attr-defined]
+        # A library leaves output to the application: without this, logging's last resort
+        # would print our warnings on the application's stderr when it set up no logging.
+        logger.addHandler(logging.NullHandler())
         level = os.environ.get("MIGAS_LOG_LEVEL", "").strip().upper()
         if level:
             numeric = logging.getLevelName(level)
@@ -90,6 +94,9 @@ def internal_logger() -> logging.Logger:
                 stream.setFormatter(logging.Formatter("<%(name)s> [%(levelname)s] %(message)s"))
                 logger.addHandler(stream)
     return logger
+
+
+internal_logger()  # the NullHandler is in place before any module of ours logs
 
 
 def optout() -> bool:
@@ -103,11 +110,30 @@ def optout() -> bool:
 
 
 def is_loopback_url(url: str) -> bool:
-    """Return True when ``url``'s host is a loopback address."""
+    """Return True when ``url``'s host is ``localhost`` or a loopback IP address."""
+    import ipaddress
     from urllib.parse import urlsplit
 
     host = (urlsplit(url).hostname or "").lower()
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def display_url(url: str) -> str:
+    """``url`` without credentials (``user:password@``), for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 _warned_plain_http: set[str] = set()
@@ -140,18 +166,24 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     url = endpoint.strip().rstrip("/")
     if url.endswith("/graphql"):
         url = url[: -len("/graphql")].rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    shown = display_url(endpoint.strip())  # as given, without credentials
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"{source} {endpoint!r} is not an http(s) URL; give the server's base URL, "
-            f"for example 'https://migas.nipreps.org' or 'http://127.0.0.1:8080'"
+            f"{source} {shown!r} is not an http(s) URL with a valid host and port; give the "
+            f"server's base URL, for example 'https://migas.nipreps.org' or "
+            f"'http://127.0.0.1:8080'"
         )
     if parts.scheme == "http" and not is_loopback_url(url) and url not in _warned_plain_http:
         _warned_plain_http.add(url)
         internal_logger().warning(
             "migas endpoint %s is plain http and not on this machine: breadcrumbs will "
             "cross the network unencrypted; use https",
-            url,
+            shown,
         )
     return url
 

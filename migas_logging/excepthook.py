@@ -135,9 +135,17 @@ class CrashHook:
             raise ConfigurationError(str(exc)) from None
         self.version = _bc.normalize_version(version)
         self.settings = config.Settings.resolve(endpoint, timeout)
-        self.flush_deadline = float(flush_deadline)
+        from migas_logging.handler import _non_negative
+
+        self.flush_deadline = _non_negative(flush_deadline, "flush_deadline")
         self.redact = bool(redact)
-        self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
+        try:
+            self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
+        except (TypeError, AttributeError):
+            raise ConfigurationError(
+                f"ignore {ignore!r} is not a list of exception classes or class names, "
+                f"e.g. [SystemExit, 'BrokenPipeError']"
+            ) from None
         self.interactive = bool(interactive)
         self.track = bool(track)
         self._language_version = config.language_version()
@@ -295,11 +303,16 @@ class CrashHook:
         crumb = self._crumb(exc)
         self.send_terminal(crumb)
 
-    def send_terminal(self, crumb: _bc.Breadcrumb) -> bool:
+    def send_terminal(self, crumb: _bc.Breadcrumb, *, deadline: float | None = None) -> bool:
         """Send a run's last breadcrumb synchronously, after what the worker holds.
 
-        Bounded by the flush deadline in total; stops the worker afterwards so that
-        nothing of this session lands after it. Sent once per run.
+        Everything happens by ``deadline`` (``time.monotonic()``; default: the flush
+        deadline from now). Part of that time is kept for the send itself; the rest goes
+        to flushing the worker and to spacing this breadcrumb a second after the previous
+        one (the server's clock resolution). If the time is too short for both, the
+        spacing gives way: an untied order is worth less than a delivered breadcrumb.
+        Afterwards the worker is stopped so that nothing of this session lands later.
+        Sent once per run.
 
         Returns:
             True when the server confirmed it.
@@ -307,18 +320,21 @@ class CrashHook:
         if self._terminal_sent or config.optout():
             return False
         self._terminal_sent = True
-        deadline = time.monotonic() + self.flush_deadline
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + self.flush_deadline
+        budget = max(0.0, deadline - now)
+        reserve = min(self.settings.timeout, max(0.3, 0.4 * budget))
+        prepare_until = deadline - reserve
         pipeline = self._pipeline
         last = 0.0
         if pipeline is not None:
-            pipeline.flush(self.flush_deadline * 0.5, final=True)
+            pipeline.flush(max(0.0, prepare_until - time.monotonic()), final=True)
             last = pipeline.last_delivery
-        # The server's clock has one-second resolution: make the terminal breadcrumb
-        # strictly later than the previous one of this session.
         if last:
             gap = last + 1.05 - time.monotonic()
             if gap > 0:
-                time.sleep(min(gap, max(0.0, deadline - time.monotonic() - 0.05)))
+                time.sleep(max(0.0, min(gap, prepare_until - time.monotonic())))
         remaining = deadline - time.monotonic()
         ok = False
         if remaining > 0.05:
@@ -353,6 +369,8 @@ class CrashHook:
                     )
             finally:
                 transport.close()
+        else:
+            _report("terminal:deadline", "migas: no time left to send the final breadcrumb")
         if pipeline is not None:
             pipeline.stop(0.0)
         return ok
@@ -402,8 +420,12 @@ class CrashHook:
             return
         try:
             if not self._terminal_sent:
+                deadline = time.monotonic() + self.flush_deadline  # one deadline for the exit
+                reserve = min(self.settings.timeout, max(0.3, 0.4 * self.flush_deadline))
                 if self._pipeline is not None:  # count what the exit flush still delivers
-                    self._pipeline.flush(self.flush_deadline * 0.5, final=True)
+                    self._pipeline.flush(
+                        max(0.0, deadline - reserve - time.monotonic()), final=True
+                    )
                 stats = self._pipeline.total.as_dict() if self._pipeline is not None else {}
                 if self._signal == signal.SIGINT:
                     status, desc = "S", "Suspended"
@@ -412,7 +434,7 @@ class CrashHook:
                 else:
                     status, desc = "C", "Completed"
                 crumb = self._plain_crumb(status, desc + _counts(stats))
-                self.send_terminal(crumb)
+                self.send_terminal(crumb, deadline=deadline)
         except Exception:
             pass
         finally:

@@ -180,7 +180,7 @@ class MigasHandler(logging.Handler):
         timeout: float | str | None = None,
         message: MessageMode = "template",
         statuses: Mapping[Any, str] | None = None,
-        extras: Sequence[str] | str = (),
+        extras: Sequence[str] | str | None = (),
         redact: bool = True,
         queue_size: int = 1000,
         rate_limit: object = _DEFAULT_RATE_LIMIT,
@@ -215,7 +215,15 @@ class MigasHandler(logging.Handler):
         self._statuses = _parse_statuses(statuses)
         if isinstance(extras, str):
             extras = [e.strip() for e in extras.split(",") if e.strip()]
-        self.extras = tuple(str(e) for e in extras)
+        try:
+            if extras is None:  # e.g. YAML "extras:" left empty
+                raise TypeError
+            self.extras = tuple(str(e) for e in extras)
+        except TypeError:
+            raise ConfigurationError(
+                f"extras {extras!r} is not a list of record attribute names, "
+                f"e.g. ['subject', 'step']"
+            ) from None
         self.redact = bool(redact)
         self.queue_size = _whole_number(queue_size, "queue_size", 1)
         self.rate_cap = RateCap.parse(rate_limit)
@@ -306,7 +314,7 @@ class MigasHandler(logging.Handler):
                 id(route),
                 record.name,
                 record.levelno,
-                record.msg if isinstance(record.msg, str) else captured.text,  # dict: event
+                record.msg if type(record.msg) is str else captured.text,  # dict: its event
                 captured.exc.type_name if captured.exc is not None else None,
             )
             pipeline.submit(route, captured, key if self.fold_window > 0 else None)
@@ -354,9 +362,8 @@ class MigasHandler(logging.Handler):
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
-        return (
-            f"<MigasHandler {self.project} {self.version} ({level}) -> {self.settings.endpoint}>"
-        )
+        endpoint = config.display_url(self.settings.endpoint)  # never its credentials
+        return f"<MigasHandler {self.project} {self.version} ({level}) -> {endpoint}>"
 
     # --- internals -----------------------------------------------------------------
 
@@ -364,7 +371,7 @@ class MigasHandler(logging.Handler):
         """Opt-out at configuration time: count the record, touch nothing else."""
         stats = self._route.stats
         stats.emitted += 1
-        stats.dropped["optout"] += 1
+        stats.dropped["optout"] = stats.dropped.get("optout", 0) + 1
 
     def _capture(self, record: logging.LogRecord) -> _Captured:
         """Take what the breadcrumb needs, on the application's thread, cheaply."""
@@ -372,17 +379,19 @@ class MigasHandler(logging.Handler):
         if isinstance(msg, dict):
             return self._capture_event_dict(record, msg)
         mode = self.message
+        # only a plain str is trusted as is: a subclass may override __str__ or __format__
+        template = msg if type(msg) is str else _bc.safe_str(msg)
         if mode == "none":
             text: str | None = None
-        elif mode == "json":
-            text = msg if isinstance(msg, str) else _bc.safe_str(msg)
         elif mode == "formatted":
             try:
                 text = record.getMessage()
+                if type(text) is not str:
+                    text = _bc.safe_str(text)
             except Exception:
-                text = (msg if isinstance(msg, str) else _bc.safe_str(msg)) + " [unformattable]"
+                text = template + " [unformattable]"
         else:
-            text = msg if isinstance(msg, str) else _bc.safe_str(msg)
+            text = template
         exc = None
         exc_info = record.exc_info
         if exc_info and exc_info[1] is not None:
@@ -452,8 +461,10 @@ class MigasHandler(logging.Handler):
 
 def _extra_value(value: object) -> Any:
     """A named extra as captured on the application's thread: small and immutable."""
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or type(value) is bool or type(value) is float:
         return value
+    if type(value) is int and isinstance(value, int) and -(10**18) < value < 10**18:
+        return value  # (a huge int cannot even be turned into text: Python refuses)
     return _bc.safe_str(value)[:200]
 
 
@@ -496,7 +507,7 @@ def _already_shipped(record: logging.LogRecord) -> bool:
     if marker is None:
         return False
     event, levelno, when = marker
-    if record.levelno != levelno or time.monotonic() - when > 5.0:
+    if not event or record.levelno != levelno or time.monotonic() - when > 5.0:
         return False
     msg = record.msg
     if isinstance(msg, dict):  # structlog's ProcessorFormatter route: the event dict
@@ -510,6 +521,11 @@ def _already_shipped(record: logging.LogRecord) -> bool:
 def mark_shipped(event: object, levelno: int) -> None:
     """Note that the structlog processor sent ``event`` (see :func:`_already_shipped`)."""
     _shipped.event = (event, levelno, time.monotonic())
+
+
+def clear_shipped() -> None:
+    """Forget the structlog processor's last mark on this thread."""
+    _shipped.__dict__.pop("event", None)
 
 
 def _whole_number(value: object, name: str, minimum: int) -> int:

@@ -34,8 +34,9 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+from migas_logging import breadcrumb as _bc
 from migas_logging import config
-from migas_logging.handler import IGNORED_LOGGERS, MigasHandler, mark_shipped
+from migas_logging.handler import IGNORED_LOGGERS, MigasHandler, clear_shipped, mark_shipped
 
 __all__ = ["MigasProcessor"]
 
@@ -113,8 +114,9 @@ class MigasProcessor:
         handler = self._handler
         if levelno < handler.level:
             return
-        name = event_dict.get("logger") or getattr(logger, "name", None) or "structlog"
-        name = str(name)
+        name = _bc.safe_str(
+            event_dict.get("logger") or getattr(logger, "name", None) or "structlog"
+        )
         for ignored in IGNORED_LOGGERS:
             if name == ignored or name.startswith(ignored + "."):
                 return
@@ -132,13 +134,14 @@ class MigasProcessor:
             level=levelno,
             pathname="",
             lineno=0,
-            msg=event if isinstance(event, str) else str(event),
+            msg=event if type(event) is str else _bc.safe_str(event),
             args=None,
             exc_info=exc_info,
         )
         for key in handler.extras:
             if key in event_dict and key not in record.__dict__:
                 record.__dict__[key] = event_dict[key]
+        clear_shipped()  # a mark left by an earlier event must not match this one
         handler.handle(record)
         mark_shipped(record.msg, levelno)
 

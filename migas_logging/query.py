@@ -123,7 +123,7 @@ def _call(
     if settings.optout:
         return None, TelemetryDisabledError(DISABLED_MESSAGE)
     transport = Transport(settings.endpoint, settings.timeout)
-    url = f"{settings.endpoint}/graphql"
+    url = config.display_url(f"{settings.endpoint}/graphql")  # for messages: no credentials
     try:
         outcome = transport.graphql(query, variables)
     finally:

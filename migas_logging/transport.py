@@ -315,10 +315,15 @@ class Transport:
                     headers={"Content-Type": "application/json"},
                     timeout=self.timeout,
                     allow_redirects=False,
+                    stream=True,  # the answer is read by _read_answer, bounded
                 )
-                status = resp.status_code
-                text = resp.content.decode("utf-8", "replace")
-                headers = resp.headers
+                try:
+                    status = resp.status_code
+                    headers = resp.headers
+                    deadline = start + self.timeout[0] + 2 * self.timeout[1]
+                    text = _read_answer(resp, deadline).decode("utf-8", "replace")
+                finally:
+                    resp.close()
         except rq.exceptions.RequestException as exc:
             kind, detail = self._failure(exc)
             return Outcome(
@@ -386,6 +391,37 @@ class Transport:
                 "connection broke during the answer: " + _root_message(exc)
             )
         return OutcomeKind.SERVER_ERROR, f"{type(exc).__name__}: {_root_message(exc)}"
+
+
+#: The most of an answer that is read: a migas answer is a few dozen bytes.
+ANSWER_MAX_BYTES = 16 * 1024
+
+
+def _read_answer(resp: Any, deadline: float) -> bytes:
+    """Read an answer's body, at most ``ANSWER_MAX_BYTES``, by ``deadline``.
+
+    The read timeout bounds each wait for data, not the whole answer: a server that
+    trickles one byte at a time would hold the worker forever, and one that sends a huge
+    page would fill the memory. ``read1`` (urllib3 2) does at most one ``recv`` per call,
+    so the deadline is checked between whatever arrives; with an older urllib3 the body is
+    read a byte at a time (a few microseconds for a migas answer of a few dozen bytes).
+    """
+    data = bytearray()
+    read1 = getattr(resp.raw, "read1", None)
+    chunks: Any
+    if read1 is not None:
+        chunks = iter(lambda: read1(ANSWER_MAX_BYTES + 1 - len(data), decode_content=True), b"")
+    else:
+        chunks = resp.iter_content(chunk_size=1)
+    for chunk in chunks:
+        data += chunk
+        if len(data) > ANSWER_MAX_BYTES:
+            break
+        if time.monotonic() > deadline:
+            import requests
+
+            raise requests.exceptions.ReadTimeout("the answer did not end by its deadline")
+    return bytes(data)
 
 
 def _replace(outcome: Outcome, kind: OutcomeKind, detail: str) -> Outcome:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
 import os
 import queue
@@ -93,6 +92,13 @@ _MAX_FOLDS = 1024
 
 #: Drops that leave no audit line: nothing was going to be sent anyway.
 _UNAUDITED = frozenset({"optout", "duplicate"})
+
+
+def _count(counter: dict[str, int], reason: str) -> None:
+    """``counter[reason] += 1`` without ``Counter.__missing__``: no Python frame, so it
+    cannot fail even when the stack is at the recursion limit (a record logged there
+    must still be counted exactly once)."""
+    counter[reason] = counter.get(reason, 0) + 1
 
 
 class Stats:
@@ -293,6 +299,10 @@ class Pipeline:
         retries: extra tries for a 5xx or a timeout.
         flush_deadline: the exit flush's deadline, seconds.
         transport_factory: makes the transport (tests give their own).
+        rate_window: seconds to pause after a 429 without ``Retry-After`` (the
+            server's window).
+        circuit_cooldown: seconds the circuit stays open after repeated connection
+            failures, at first (it doubles, up to 5 minutes).
     """
 
     def __init__(
@@ -306,6 +316,8 @@ class Pipeline:
         retries: int = 3,
         flush_deadline: float = 2.0,
         transport_factory: Callable[[str, float], Transport] | None = None,
+        rate_window: float = 60.0,
+        circuit_cooldown: float = 30.0,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -315,6 +327,8 @@ class Pipeline:
         self.retries = retries
         self.flush_deadline = flush_deadline
         self._transport_factory = transport_factory
+        self.rate_window = rate_window
+        self.circuit_cooldown = circuit_cooldown
         self.total = Stats()
         self.audit: AuditTrail | None = None
         self._routes: weakref.WeakSet[Route] = weakref.WeakSet()
@@ -326,7 +340,6 @@ class Pipeline:
         self._lock = threading.Lock()
         self._done = threading.Condition(threading.Lock())
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._seq = itertools.count(1)
         self._last_seq = 0
         self._done_seq = 0
         self._flush_targets: list[int] = []  # what each waiting flush waits for
@@ -343,7 +356,7 @@ class Pipeline:
         self._paused_until = 0.0  # 429 window or open circuit
         self._pause_reason = ""
         self._conn_failures = 0
-        self._cooldown = 30.0
+        self._cooldown = self.circuit_cooldown
         self._reported: set[str] = set()
         self._last_delivery = 0.0
         self._warmed = threading.Event()
@@ -352,6 +365,8 @@ class Pipeline:
     def _after_fork_in_child(self) -> None:
         self._init_state()
         self.total._reset()
+        if self.audit is not None:
+            self.audit._lock = threading.Lock()  # a parent's thread may have held it
         for route in list(self._routes):
             route.stats._reset()
 
@@ -378,11 +393,13 @@ class Pipeline:
 
     def account(self, route: Route, reason: str) -> None:
         """Count one record that a handler dropped before submitting it."""
-        with self._lock:
+        with self._lock:  # inline, no Python call between the counts (see submit)
             route.stats.emitted += 1
             self.total.emitted += 1
-            route.stats.dropped[reason] += 1
-            self.total.dropped[reason] += 1
+            dropped = route.stats.dropped
+            dropped[reason] = dropped.get(reason, 0) + 1
+            dropped = self.total.dropped
+            dropped[reason] = dropped.get(reason, 0) + 1
         if self.audit is not None and reason not in _UNAUDITED:
             self.audit.note(route, None, reason)
 
@@ -415,50 +432,75 @@ class Pipeline:
         """
         now = time.monotonic()
         stats, total = route.stats, self.total
+        if fold_key is not None:
+            try:
+                hash(fold_key)  # a message whose __hash__ raises is not folded
+            except Exception:
+                fold_key = None
         with self._lock:
             stats.emitted += 1
             total.emitted += 1
-            if self._stopped:
-                reason = "closed"
-            else:
-                if fold_key is not None and self.fold_window > 0:
-                    fold = self._folds.get(fold_key)
-                    if fold is not None and now - fold.start < self.fold_window:
-                        fold.repeats += 1
-                        stats.folded += 1
-                        total.folded += 1
-                        return
-                    if fold is not None:  # its window closed: out with its count
-                        del self._folds[fold_key]
-                        if fold.repeats:
-                            self._enqueue_summary(fold)
-                    if len(self._folds) >= _MAX_FOLDS:
-                        self._evict_oldest_fold()
-                    # re-inserted at the end: the table stays in order of window start
-                    self._folds[fold_key] = _Fold(now, route, data)
-                if priority:
-                    reason = ""
-                elif self.rate_cap is not None and not self.rate_cap.take(now):
-                    reason = "rate_cap"
-                elif self._pending >= self.queue_size:
-                    reason = "queue_full"
-                else:
-                    reason = ""
-                if not reason:
-                    self._pending += 1
-                    seq = next(self._seq)
-                    self._last_seq = seq
-                    self._queue.put(_Event(seq, route, data))
+            try:
+                reason = self._admit(route, data, fold_key, priority, now)
+            except Exception:  # a RecursionError near the limit, say: count, never raise
+                reason = "error"
+            if reason == "folded":
+                stats.folded += 1
+                total.folded += 1
+                return
             if reason:
-                stats.dropped[reason] += 1
-                total.dropped[reason] += 1
-        if reason:
-            if self.audit is not None:
-                self.audit.note(route, data, reason)
-                self._queue.put(None)  # wake the worker to write it
-            return
-        if self._thread is None:  # a forked child has none either: the fork hook resets it
-            self._start()
+                # inline, no Python call: this must not fail even at the recursion limit
+                dropped = stats.dropped
+                dropped[reason] = dropped.get(reason, 0) + 1
+                dropped = total.dropped
+                dropped[reason] = dropped.get(reason, 0) + 1
+        # The record is counted: from here on nothing may escape, or emit() would count
+        # it a second time.
+        try:
+            if reason:
+                if self.audit is not None and reason != "error":
+                    self.audit.note(route, data, reason)
+                    self._queue.put(None)  # wake the worker to write it
+                return
+            if self._thread is None:  # a forked child has none: the fork hook resets it
+                self._start()
+        except Exception:
+            pass  # the worker starts with the next record or flush
+
+    def _admit(
+        self,
+        route: Route,
+        data: Any,
+        fold_key: tuple[Any, ...] | None,
+        priority: bool,
+        now: float,
+    ) -> str:
+        """Fold, cap or queue one record (lock held): ``""`` when queued, else why not."""
+        if self._stopped:
+            return "closed"
+        if fold_key is not None and self.fold_window > 0:
+            fold = self._folds.get(fold_key)
+            if fold is not None and now - fold.start < self.fold_window:
+                fold.repeats += 1
+                return "folded"
+            if fold is not None:  # its window closed: out with its count
+                del self._folds[fold_key]
+                if fold.repeats:
+                    self._enqueue_summary(fold)
+            if len(self._folds) >= _MAX_FOLDS:
+                self._evict_oldest_fold()
+            # re-inserted at the end: the table stays in order of window start
+            self._folds[fold_key] = _Fold(now, route, data)
+        if not priority:
+            if self.rate_cap is not None and not self.rate_cap.take(now):
+                return "rate_cap"
+            if self._pending >= self.queue_size:
+                return "queue_full"
+        event = _Event(self._last_seq + 1, route, data)  # made before any state changes
+        self._queue.put(event)
+        self._last_seq = event.seq
+        self._pending += 1
+        return ""
 
     def _enqueue_summary(self, fold: _Fold) -> None:
         """Queue one breadcrumb carrying a fold's count (lock held)."""
@@ -467,19 +509,17 @@ class Pipeline:
             self.rate_cap is not None and not self.rate_cap.take(time.monotonic())
         ):
             return  # the repeats stay counted as folded; their summary is what is lost
-        self._pending += 1
-        seq = next(self._seq)
-        self._last_seq = seq
         window = f"{self.fold_window:g} s"
-        self._queue.put(
-            _Event(
-                seq,
-                fold.route,
-                fold.data,
-                suffix=f" [repeated {repeats} more time{'s' if repeats != 1 else ''} in {window}]",
-                summary=True,
-            )
+        event = _Event(
+            self._last_seq + 1,
+            fold.route,
+            fold.data,
+            suffix=f" [repeated {repeats} more time{'s' if repeats != 1 else ''} in {window}]",
+            summary=True,
         )
+        self._queue.put(event)
+        self._last_seq = event.seq
+        self._pending += 1
 
     def _sweep_folds(self, now: float, *, flush_all: bool = False) -> None:
         """Close expired fold windows, queueing their summaries (lock held).
@@ -549,12 +589,14 @@ class Pipeline:
             self._thread = thread
         try:
             thread.start()
-        except RuntimeError as exc:  # interpreter shutting down: cannot start threads
-            self._report_once("start", "cannot start the migas worker thread: %s", exc)
+        except Exception as exc:
             with self._lock:
-                self._thread = None
-                self._stopped = True
-            self._drop_queued("shutdown")
+                self._thread = None  # the next record or flush tries again
+            if sys.is_finalizing():  # the interpreter is shutting down: no thread, ever
+                with self._lock:
+                    self._stopped = True
+                self._drop_queued("shutdown")
+            self._report_once("start", "cannot start the migas worker thread: %r", exc)
 
     # --- flush / stop ---------------------------------------------------------------
 
@@ -677,8 +719,8 @@ class Pipeline:
                 stats.sent += 1
                 total.sent += 1
             else:
-                stats.dropped[dropped] += 1
-                total.dropped[dropped] += 1
+                _count(stats.dropped, dropped)
+                _count(total.dropped, dropped)
         if self.audit is not None:
             self._audit_event(event, dropped)
         with self._done:
@@ -793,7 +835,7 @@ class Pipeline:
         kind = outcome.kind
         if kind is OutcomeKind.DELIVERED:
             self._conn_failures = 0
-            self._cooldown = 30.0
+            self._cooldown = self.circuit_cooldown
             self._last_delivery = time.monotonic()
             self._finish(event, sent=True)
             return True
@@ -808,7 +850,8 @@ class Pipeline:
             self._finish(event, dropped="server_refused")
             return True
         if kind is OutcomeKind.RATE_LIMITED:
-            window = outcome.retry_after if outcome.retry_after is not None else 60.0
+            window = outcome.retry_after if outcome.retry_after is not None else self.rate_window
+            window = max(window, 1.0)  # "Retry-After: 0" must not become a resend loop
             self._pause(window, "429")
             self._report_once(
                 "429", "the migas server is rate limiting this address; pausing %.0f s", window
@@ -821,7 +864,7 @@ class Pipeline:
                 self._report_once(
                     "circuit",
                     "cannot reach the migas server at %s (%s); not trying for %.0f s",
-                    self.endpoint,
+                    config.display_url(self.endpoint),
                     outcome.detail,
                     self._cooldown,
                 )
@@ -910,8 +953,8 @@ def get_pipeline(
                 f"endpoint:{endpoint}",
                 "a migas handler asked for %s but this process already sends to %s; "
                 "one process sends to one server",
-                endpoint,
-                _pipeline.endpoint,
+                config.display_url(endpoint),
+                config.display_url(_pipeline.endpoint),
             )
         return _pipeline
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from migas_logging import config, excepthook, worker
+from migas_logging import config, excepthook, handler, worker
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     handlers, level = root.handlers[:], root.level
     sys_hook, thread_hook = sys.excepthook, threading.excepthook
     config._reset_identity_for_tests()
+    handler.clear_shipped()
     manager = logging.Logger.manager
     disabled = {
         name: lg.disabled

@@ -61,8 +61,8 @@ class TestDelivery:
         t = Transport(collector.url, 2)
         for _ in range(5):
             assert t.send(crumb()).ok
-        clients = {r.client for r in collector.requests()}
-        assert 1 == len(clients)
+        connections = {(r.connection, r.client_port) for r in collector.requests()}
+        assert 1 == len(connections)
 
 
 class TestRefusals:
