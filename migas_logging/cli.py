@@ -110,10 +110,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     settings = config.Settings.resolve(args.endpoint, args.timeout)
     if settings.optout:
         return _fail("telemetry is disabled (MIGAS_OPTOUT is set); nothing was sent")
-    try:
-        project = bc.validate_project(args.project)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
+    project = config.checked_project(args.project)
     crumb = bc.build(
         project=project,
         version=args.version,

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_TIMEOUT",
     "Settings",
+    "checked_project",
     "detect_container",
     "detect_context",
     "display_url",
@@ -220,6 +221,20 @@ def resolve_timeout(timeout: float | str | None = None) -> float:
             f"{source} {timeout!r} must be a finite number of seconds greater than 0"
         )
     return value
+
+
+def checked_project(project: object) -> str:
+    """The project as ``owner/repo``, or a :class:`ConfigurationError` naming the value.
+
+    Raises:
+        ConfigurationError: ``project`` is missing or not ``owner/repo``.
+    """
+    from migas_logging.breadcrumb import validate_project
+
+    try:
+        return validate_project(project)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 class Settings(Frozen):

@@ -129,10 +129,7 @@ class CrashHook:
         from migas_logging.exceptions import ConfigurationError
         from migas_logging.worker import Route, get_pipeline
 
-        try:
-            self.project = _bc.validate_project(project)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        self.project = config.checked_project(project)
         self.version = _bc.normalize_version(version)
         self.settings = config.Settings.resolve(endpoint, timeout)
         from migas_logging.handler import _non_negative

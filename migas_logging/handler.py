@@ -201,10 +201,7 @@ class MigasHandler(logging.Handler):
         self._shut = False
         self._hook: Any = None
         self._pipeline: Pipeline | None = None
-        try:
-            self.project = _bc.validate_project(project)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        self.project = config.checked_project(project)
         self.version = _bc.normalize_version(version)
         self.settings = config.Settings.resolve(endpoint, timeout)
         if message not in _MESSAGE_MODES:

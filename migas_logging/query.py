@@ -25,7 +25,6 @@ import datetime as _dt
 from typing import Any
 
 from migas_logging import config
-from migas_logging.breadcrumb import validate_project
 from migas_logging.exceptions import (
     ConfigurationError,
     MigasConnectionError,
@@ -177,7 +176,7 @@ def check_project(
 
     .. versionadded:: 0.1.0
     """
-    project = _project(project)
+    project = config.checked_project(project)
     result, error = _call(
         CHECK_PROJECT,
         {"project": project, "project_version": str(version)},
@@ -229,7 +228,7 @@ def get_usage(
 
     .. versionadded:: 0.1.0
     """
-    project = _project(project)
+    project = config.checked_project(project)
     variables: dict[str, Any] = {
         "project": project,
         "start": _format_date(start, "start"),
@@ -250,12 +249,3 @@ def get_usage(
         "success": bool(result.get("success")),
         "message": str(result.get("message") or ""),
     }
-
-
-def _project(project: object) -> str:
-    try:
-        return validate_project(project)
-    except ConfigurationError:
-        raise
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
