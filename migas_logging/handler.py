@@ -412,17 +412,8 @@ class MigasHandler(logging.Handler):
         text = text if isinstance(text, str) else _bc.safe_str(text)
         if self.message == "none":
             text = None
-        exc = None
-        exc_info = record.exc_info or event.get("exc_info")
-        if isinstance(exc_info, BaseException):
-            exc = _bc.capture_exception(exc_info)
-        elif isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
-            exc = _bc.capture_exception(exc_info[1])
-        elif exc_info is True:
-            import sys
-
-            current = sys.exc_info()[1]
-            exc = _bc.capture_exception(current) if current is not None else None
+        raised = exception_of(record.exc_info or event.get("exc_info"))
+        exc = _bc.capture_exception(raised) if raised is not None else None
         extras = tuple((name, _extra_value(event[name])) for name in self.extras if name in event)
         return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
 
@@ -454,6 +445,26 @@ class MigasHandler(logging.Handler):
         except ImportError:
             return
         self._hook = _hooks.install_for_handler(self)
+
+
+def exception_of(exc_info: object) -> BaseException | None:
+    """The exception an ``exc_info`` value means, by structlog's rules.
+
+    An exception is itself; an ``(type, value, traceback)`` tuple means its value; any
+    other true value means the exception being handled (``sys.exc_info()``).
+    """
+    if exc_info is None or exc_info is False:
+        return None
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    if not exc_info:
+        return None
+    import sys
+
+    return sys.exc_info()[1]
 
 
 def _extra_value(value: object) -> Any:

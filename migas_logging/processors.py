@@ -30,13 +30,18 @@ handler: the handler counts it as ``dropped["duplicate"]``.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 from migas_logging import breadcrumb as _bc
 from migas_logging import config
-from migas_logging.handler import IGNORED_LOGGERS, MigasHandler, clear_shipped, mark_shipped
+from migas_logging.handler import (
+    IGNORED_LOGGERS,
+    MigasHandler,
+    clear_shipped,
+    exception_of,
+    mark_shipped,
+)
 
 __all__ = ["MigasProcessor"]
 
@@ -120,7 +125,10 @@ class MigasProcessor:
         for ignored in IGNORED_LOGGERS:
             if name == ignored or name.startswith(ignored + "."):
                 return
-        exc_info = _exc_info(event_dict.get("exc_info"))
+        raised = exception_of(event_dict.get("exc_info"))
+        # the handler reads only the exception (its traceback is walked defensively there;
+        # a hostile __traceback__ property must not be touched here)
+        exc_info = (type(raised), raised, None) if raised is not None else None
         if exc_info is None and "exception" in event_dict and not self._warned_after_format:
             self._warned_after_format = True
             config.internal_logger().warning(
@@ -170,15 +178,3 @@ def _level_of(method_name: str, event_dict: MutableMapping[str, Any]) -> int:
         if isinstance(number, int):
             return number
     return _METHOD_LEVELS.get(method_name, logging.INFO)
-
-
-def _exc_info(value: Any) -> Any:
-    """The ``exc_info`` tuple structlog means by the event dict's ``exc_info``."""
-    if value is None or value is False:
-        return None
-    if isinstance(value, BaseException):
-        return (type(value), value, value.__traceback__)
-    if isinstance(value, tuple) and len(value) == 3:
-        return value if value[1] is not None else None
-    info = sys.exc_info()
-    return info if info[1] is not None else None

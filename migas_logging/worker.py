@@ -95,9 +95,9 @@ _UNAUDITED = frozenset({"optout", "duplicate"})
 
 
 def _count(counter: dict[str, int], reason: str) -> None:
-    """``counter[reason] += 1`` without ``Counter.__missing__``: no Python frame, so it
-    cannot fail even when the stack is at the recursion limit (a record logged there
-    must still be counted exactly once)."""
+    """``counter[reason] += 1``, for the worker thread. (On the application's thread,
+    ``submit`` and ``account`` write the same thing inline: a record logged at the
+    recursion limit must be counted exactly once, and there even this call can fail.)"""
     counter[reason] = counter.get(reason, 0) + 1
 
 
@@ -992,15 +992,6 @@ def reset(timeout: float = 0.5) -> None:
     with _pipeline_lock:
         if _pipeline is not None:
             _pipeline.stop(timeout)
-        _pipeline = None
-
-
-def _reset_for_tests() -> None:
-    """Stop and forget the process's pipeline (tests only)."""
-    global _pipeline  # noqa: PLW0603
-    with _pipeline_lock:
-        if _pipeline is not None:
-            _pipeline.stop(0.5)
         _pipeline = None
 
 

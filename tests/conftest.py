@@ -54,7 +54,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
             root.removeHandler(h)
             h.close()
     root.setLevel(level)
-    worker._reset_for_tests()
+    worker.reset()
     config._reset_identity_for_tests()
 
 

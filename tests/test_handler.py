@@ -382,7 +382,7 @@ class TestDelivery:
                 attempts.append(1)
                 return super().send(crumb, wait=wait)
 
-        worker._reset_for_tests()
+        worker.reset()
         pipe = worker.get_pipeline(
             f"http://127.0.0.1:{free_port()}",
             1.0,
