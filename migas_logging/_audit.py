@@ -80,6 +80,10 @@ class AuditTrail:
         handler = _private_rotating_handler()(
             path, maxBytes=max_bytes, backupCount=1, encoding="utf-8", delay=True
         )
+        # An unwritable file must not print logging's "--- Logging error ---" traceback
+        # on the application's stderr for every breadcrumb: report it once, quietly.
+        handler.handleError = self._write_failed  # type: ignore[method-assign]
+        self._failed = False
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(message)s",
@@ -119,6 +123,18 @@ class AuditTrail:
             except IndexError:
                 break
         return notes
+
+    def _write_failed(self, record: logging.LogRecord) -> None:
+        """A line could not be written: say so once on the package's logger."""
+        if self._failed:
+            return
+        self._failed = True
+        try:
+            logging.getLogger("migas_logging.audit").warning(
+                "could not write the migas audit trail to %s; audit lines are lost", self.path
+            )
+        except Exception:
+            pass
 
     def close(self) -> None:
         """Close the file."""

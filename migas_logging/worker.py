@@ -26,7 +26,8 @@ every record that reaches a handler's ``emit()`` ends as exactly one of ``sent``
 | ``shutdown`` | still queued when the exit (or ``stop``) deadline passed |
 | ``optout`` | ``MIGAS_OPTOUT`` is set |
 | ``closed`` | the handler was already closed |
-| ``duplicate`` | the structlog processor already sent this event |
+| ``duplicate`` | the structlog processor (or the crash hook) already sent this event |
+| ``reentrant`` | logged by a signal handler that interrupted this package's own lock |
 | ``error`` | an internal error in this package (reported once on its own logger) |
 
 Server answers drive the pacing: a ``429`` pauses all sending for the server's window
@@ -82,6 +83,7 @@ DROP_REASONS = (
     "optout",
     "closed",
     "duplicate",
+    "reentrant",
     "error",
 )
 
@@ -91,7 +93,7 @@ _log = logging.getLogger("migas_logging.worker")
 _MAX_FOLDS = 1024
 
 #: Drops that leave no audit line: nothing was going to be sent anyway.
-_UNAUDITED = frozenset({"optout", "duplicate"})
+_UNAUDITED = frozenset({"optout", "duplicate", "reentrant"})
 
 
 def _count(counter: dict[str, int], reason: str) -> None:
@@ -280,6 +282,29 @@ class _Event:
         self.outcome: Any = None
 
 
+class _OwnedLock:
+    """A lock that knows which thread holds it.
+
+    A signal handler runs on the main thread between two bytecodes, possibly while that
+    thread holds this lock; if it logs, taking the lock again would deadlock. ``submit``
+    checks :attr:`owner` first and drops such a record (``reentrant``) instead.
+    """
+
+    __slots__ = ("_raw", "owner")
+
+    def __init__(self) -> None:
+        self._raw = threading.Lock()
+        self.owner: int | None = None
+
+    def __enter__(self) -> None:
+        self._raw.acquire()
+        self.owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner = None
+        self._raw.release()
+
+
 _STOP = object()
 _NO_FLUSH = float("inf")
 
@@ -337,7 +362,7 @@ class Pipeline:
     # --- state (re-made in a forked child) ---------------------------------------
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _OwnedLock()
         self._done = threading.Condition(threading.Lock())
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_seq = 0
@@ -393,6 +418,9 @@ class Pipeline:
 
     def account(self, route: Route, reason: str) -> None:
         """Count one record that a handler dropped before submitting it."""
+        if self._lock.owner == threading.get_ident():
+            self._count_reentrant(route, reason)
+            return
         with self._lock:  # inline, no Python call between the counts (see submit)
             route.stats.emitted += 1
             self.total.emitted += 1
@@ -402,6 +430,13 @@ class Pipeline:
             dropped[reason] = dropped.get(reason, 0) + 1
         if self.audit is not None and reason not in _UNAUDITED:
             self.audit.note(route, None, reason)
+
+    def _count_reentrant(self, route: Route, reason: str) -> None:
+        """Count a record that arrived while this thread holds the lock (a signal
+        handler that logs): without the lock, which the interrupted code holds."""
+        for stats in (route.stats, self.total):
+            stats.emitted += 1
+            stats.dropped[reason] = stats.dropped.get(reason, 0) + 1
 
     def set_audit(self, path: str) -> None:
         """Write the audit trail to ``path`` (see :mod:`migas_logging._audit`); once."""
@@ -437,6 +472,9 @@ class Pipeline:
                 hash(fold_key)  # a message whose __hash__ raises is not folded
             except Exception:
                 fold_key = None
+        if self._lock.owner == threading.get_ident():
+            self._count_reentrant(route, "reentrant")  # see _OwnedLock
+            return
         with self._lock:
             stats.emitted += 1
             total.emitted += 1
