@@ -72,7 +72,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from migas_logging import breadcrumb as _bc
 from migas_logging import config
@@ -89,6 +89,26 @@ _SUSPEND = ("KeyboardInterrupt", "BdbQuit")
 
 _hooks: dict[str, CrashHook] = {}
 _hooks_lock = threading.Lock()
+
+
+# One deadline for the whole exit, whatever the number of hooks (projects): the first
+# terminal path that runs fixes it, every later one shares it.
+_exit_deadline: tuple[int, float] | None = None
+
+
+def exit_deadline(seconds: float) -> float:
+    """The process's exit deadline (``time.monotonic()``), fixed by its first caller."""
+    global _exit_deadline  # noqa: PLW0603 - one exit per process
+    pid = os.getpid()
+    if _exit_deadline is None or _exit_deadline[0] != pid:
+        _exit_deadline = (pid, time.monotonic() + seconds)
+    return _exit_deadline[1]
+
+
+def _forget_exit_deadline() -> None:
+    """For tests that exit many times in one process."""
+    global _exit_deadline  # noqa: PLW0603
+    _exit_deadline = None
 
 
 def _is_interactive() -> bool:
@@ -159,6 +179,7 @@ class CrashHook:
         self._reraise: int | None = None
         self._pid = os.getpid()
         self._route: Route | None = None
+        self._crash_route: Route | None = None
         self._pipeline: Pipeline | None = None
         if _handler is not None:
             self._route = _handler._route
@@ -213,10 +234,7 @@ class CrashHook:
             sys.excepthook = self._prev_sys or sys.__excepthook__
         if threading.excepthook == self._thread_hook:
             threading.excepthook = self._prev_thread or threading.__excepthook__
-        for signum, previous in self._prev_signals.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                if signal.getsignal(signum) == self._on_signal:
-                    signal.signal(signum, previous)
+        self._give_back_signals()
         self._prev_signals.clear()
         with _hooks_lock:
             if _hooks.get(self.project) is self:
@@ -293,12 +311,13 @@ class CrashHook:
         status = "S" if info.type_name in _SUSPEND else "F"
         desc = ("Suspended" if status == "S" else "Errored") + f" in thread {thread_name}"
         data = _ThreadCrash(info, status, desc)
-        pipeline.submit(_CrashRoute.of(self, route), data, None, priority=True)
+        # like any record: the rate cap and the queue bound hold for a storm of crashes
+        pipeline.submit(_CrashRoute.of(self, route), data, None)
 
     def _report_crash(self, exc: BaseException) -> None:
         """The main thread died: send the terminal breadcrumb now, within the deadline."""
         crumb = self._crumb(exc)
-        self.send_terminal(crumb)
+        self.send_terminal(crumb, deadline=exit_deadline(self.flush_deadline))
 
     def send_terminal(self, crumb: _bc.Breadcrumb, *, deadline: float | None = None) -> bool:
         """Send a run's last breadcrumb synchronously, after what the worker holds.
@@ -390,6 +409,13 @@ class CrashHook:
                     self._prev_signals[signum] = previous
                     signal.signal(signum, self._on_signal)
 
+    def _give_back_signals(self) -> None:
+        """Restore the dispositions we replaced, where ours is still the current one."""
+        for signum, previous in self._prev_signals.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, previous)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Record the signal and chain; no I/O, no lock (see the module docstring)."""
         previous = self._prev_signals.get(signum, signal.SIG_DFL)
@@ -417,7 +443,7 @@ class CrashHook:
             return
         try:
             if not self._terminal_sent:
-                deadline = time.monotonic() + self.flush_deadline  # one deadline for the exit
+                deadline = exit_deadline(self.flush_deadline)  # one deadline for the exit
                 reserve = min(self.settings.timeout, max(0.3, 0.4 * self.flush_deadline))
                 if self._pipeline is not None:  # count what the exit flush still delivers
                     self._pipeline.flush(
@@ -492,13 +518,13 @@ class _ThreadCrash:
 class _CrashRoute:
     """A route that shares a handler's stats but builds crash and lifecycle breadcrumbs."""
 
-    _cache: ClassVar[dict[int, Route]] = {}
-
     @classmethod
     def of(cls, hook: CrashHook, route: Route) -> Route:
+        """The hook's crash route, made once and kept on the hook (not in a global
+        cache, which kept every reloaded handler alive)."""
         from migas_logging.worker import Route as _Route
 
-        cached = cls._cache.get(id(hook))
+        cached: Route | None = getattr(hook, "_crash_route", None)
         if cached is None:
 
             def build(data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
@@ -506,7 +532,7 @@ class _CrashRoute:
                 return hook._make(ctx, data.status, data.desc, info)
 
             cached = _Route(build=build, stats=route.stats, name=route.name)
-            cls._cache[id(hook)] = cached
+            hook._crash_route = cached
         return cached
 
 
@@ -536,6 +562,22 @@ def _die_by_signal(signum: int) -> None:
     with contextlib.suppress(Exception):
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets back the signal dispositions its parent had before us.
+
+    The run is the parent's. Beyond that, a Python-level handler in place of the
+    kernel's default can be lost: a SIGTERM that lands between the interpreter's check
+    and a blocking wait (``Pool.terminate()`` sends it to workers blocked on a queue
+    lock) sets a flag nobody reads, and the worker never exits. ``SIG_DFL`` kills at once.
+    """
+    for hook in list(_hooks.values()):  # no lock: another thread may have held it at fork
+        hook._give_back_signals()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install_excepthook(
@@ -593,10 +635,23 @@ def asyncio_exception_handler(loop: Any, context: dict[str, Any]) -> None:
     Use: ``loop.set_exception_handler(asyncio_exception_handler)``. Exceptions of tasks
     that nobody awaited are reported like a thread's crash (the loop goes on).
     """
+    from migas_logging.handler import _reported
+
     exc = context.get("exception")
+    reported = False
     if isinstance(exc, BaseException):
         for hook in list(_hooks.values()):
             if hook.installed and not hook._ignored(exc):
                 with contextlib.suppress(Exception):
                     hook._report_thread_crash(exc, "asyncio")
-    loop.default_exception_handler(context)
+                    reported = True
+    if not reported:
+        loop.default_exception_handler(context)
+        return
+    # the default handler logs the same exception on the "asyncio" logger: a
+    # MigasHandler that receives that record must not report it a second time
+    _reported.exc = exc
+    try:
+        loop.default_exception_handler(context)
+    finally:
+        _reported.__dict__.pop("exc", None)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -54,6 +53,10 @@ JSON_DESC_MAX_BYTES = 800
 # so that a MigasHandler further down the same call does not send it again.
 _shipped = threading.local()
 
+# Set while asyncio's default exception handler logs an exception that the crash hook
+# has already reported, so that a MigasHandler does not report it a second time.
+_reported = threading.local()
+
 #: Default status by level: records at or above each level get its status.
 DEFAULT_STATUSES: Mapping[str, str] = {"NOTSET": "R", "ERROR": "F"}
 
@@ -64,6 +67,13 @@ _DEFAULT_RATE_LIMIT = "30/60"
 
 
 _IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
+
+
+def _record_name(record: logging.LogRecord) -> str:
+    """The record's logger name as text: receivers (socket, queue) may build records
+    whose ``name`` is None or not a string, which logging's own handlers accept."""
+    name = record.name
+    return name if type(name) is str else _bc.safe_str(name)
 
 
 def _ignored_logger(name: str) -> bool:
@@ -282,7 +292,7 @@ class MigasHandler(logging.Handler):
         Records of ``migas_logging.*``, ``urllib3.*`` and ``requests.*`` and every record
         logged on the worker thread never reach :meth:`emit`.
         """
-        if _ignored_logger(record.name):
+        if _ignored_logger(_record_name(record)):
             return False
         pipeline = self._pipeline
         if pipeline is not None and record.thread == pipeline._worker_ident:
@@ -303,13 +313,15 @@ class MigasHandler(logging.Handler):
             if self._shut:
                 pipeline.account(route, "closed")
                 return
-            if _shipped.__dict__ and _already_shipped(record):
+            if (_shipped.__dict__ and _already_shipped(record)) or (
+                _reported.__dict__ and _is_reported(record)
+            ):
                 pipeline.account(route, "duplicate")
                 return
             captured = self._capture(record)
             key = (
                 id(route),
-                record.name,
+                captured.name,
                 record.levelno,
                 record.msg if type(record.msg) is str else captured.text,  # dict: its event
                 captured.exc.type_name if captured.exc is not None else None,
@@ -349,12 +361,16 @@ class MigasHandler(logging.Handler):
         if not self._shut:
             self._shut = True
             self.flush()
-            if self._hook is not None:
+            hook = self._hook
+            # A tracked run outlives the handler: logging.shutdown(), close() or a
+            # dictConfig reload must not lose the terminal breadcrumb, and a reload with
+            # the same project shares the hook (one Started per run, not one per reload).
+            if hook is not None and not hook.track:
                 try:
-                    self._hook.uninstall()
+                    hook.uninstall()
                 except Exception:
                     pass
-                self._hook = None
+            self._hook = None
         super().close()
 
     def __repr__(self) -> str:
@@ -399,7 +415,7 @@ class MigasHandler(logging.Handler):
             extras = tuple(
                 (name, _extra_value(values[name])) for name in self.extras if name in values
             )
-        return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
+        return _Captured(_record_name(record), self.status_for(record.levelno), text, exc, extras)
 
     def _capture_event_dict(self, record: logging.LogRecord, event: dict[Any, Any]) -> _Captured:
         """A structlog event dict as the record's message (``ProcessorFormatter``'s route).
@@ -415,7 +431,7 @@ class MigasHandler(logging.Handler):
         raised = exception_of(record.exc_info or event.get("exc_info"))
         exc = _bc.capture_exception(raised) if raised is not None else None
         extras = tuple((name, _extra_value(event[name])) for name in self.extras if name in event)
-        return _Captured(record.name, self.status_for(record.levelno), text, exc, extras)
+        return _Captured(_record_name(record), self.status_for(record.levelno), text, exc, extras)
 
     def _build(self, captured: _Captured, ctx: _bc.Context) -> _bc.Breadcrumb:
         """Turn a captured record into a breadcrumb (on the worker thread)."""
@@ -510,30 +526,47 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 def _already_shipped(record: logging.LogRecord) -> bool:
-    """True when the structlog processor sent this record's event on this thread."""
-    marker = _shipped.__dict__.pop("event", None)
-    if marker is None:
-        return False
-    event, levelno, when = marker
-    if not event or record.levelno != levelno or time.monotonic() - when > 5.0:
+    """True when this record carries the very event the structlog processor sent.
+
+    The rule is object identity, so it cannot match an unrelated record: structlog's
+    ``ProcessorFormatter`` route hands logging the event dict itself as ``msg``;
+    ``render_to_log_kwargs`` hands it the event text as ``msg`` and every other key of
+    the dict as record attributes, each the same object. A mark is kept (one per thread,
+    replaced by the next event) until a record matches it.
+    """
+    event_dict = _shipped.__dict__.get("event")
+    if event_dict is None:
         return False
     msg = record.msg
-    if isinstance(msg, dict):  # structlog's ProcessorFormatter route: the event dict
-        return bool(msg.get("event") == event)
-    try:
-        return str(event) in record.getMessage()
-    except Exception:
+    if msg is event_dict:
+        _shipped.__dict__.pop("event", None)
+        return True
+    if type(msg) is not str or msg is not _shipped.__dict__.get("text"):
         return False
+    values = record.__dict__
+    others = [(k, v) for k, v in event_dict.items() if k != "event"]
+    if others and all(k in values and values[k] is v for k, v in others):
+        _shipped.__dict__.pop("event", None)
+        return True
+    return False
 
 
-def mark_shipped(event: object, levelno: int) -> None:
-    """Note that the structlog processor sent ``event`` (see :func:`_already_shipped`)."""
-    _shipped.event = (event, levelno, time.monotonic())
+def _is_reported(record: logging.LogRecord) -> bool:
+    """True when the record's exception is the one the crash hook is reporting now."""
+    exc_info = record.exc_info
+    return bool(exc_info) and exc_info[1] is _reported.__dict__.get("exc")  # type: ignore[index]
+
+
+def mark_shipped(event_dict: object, text: object) -> None:
+    """Note that the structlog processor sent ``event_dict`` (see :func:`_already_shipped`)."""
+    _shipped.event = event_dict
+    _shipped.text = text
 
 
 def clear_shipped() -> None:
     """Forget the structlog processor's last mark on this thread."""
     _shipped.__dict__.pop("event", None)
+    _shipped.__dict__.pop("text", None)
 
 
 def _whole_number(value: object, name: str, minimum: int) -> int:

@@ -151,7 +151,7 @@ class MigasProcessor:
                 record.__dict__[key] = event_dict[key]
         clear_shipped()  # a mark left by an earlier event must not match this one
         handler.handle(record)
-        mark_shipped(record.msg, levelno)
+        mark_shipped(event_dict, event_dict.get("event"))
 
 
 def _unregister(handler: logging.Handler) -> None:

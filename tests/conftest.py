@@ -34,6 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     handlers, level = root.handlers[:], root.level
     sys_hook, thread_hook = sys.excepthook, threading.excepthook
     config._reset_identity_for_tests()
+    excepthook._forget_exit_deadline()
     handler.clear_shipped()
     manager = logging.Logger.manager
     disabled = {
@@ -55,6 +56,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
             h.close()
     root.setLevel(level)
     worker.reset()
+    excepthook._forget_exit_deadline()
     config._reset_identity_for_tests()
 
 
