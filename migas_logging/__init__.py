@@ -16,11 +16,12 @@ from migas_logging._version import __version__
 
 if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
+    from migas_logging.client import configure
     from migas_logging.config import Settings, export_session_id
     from migas_logging.excepthook import install_excepthook
     from migas_logging.handler import MigasHandler
+    from migas_logging.ledger import Stats
     from migas_logging.query import check_project, get_usage
-    from migas_logging.worker import Stats
 
 __all__ = [
     "Breadcrumb",
@@ -30,6 +31,7 @@ __all__ = [
     "Stats",
     "__version__",
     "check_project",
+    "configure",
     "export_session_id",
     "get_usage",
     "install_excepthook",
@@ -40,8 +42,9 @@ _LAZY = {
     "Context": "migas_logging.breadcrumb",
     "MigasHandler": "migas_logging.handler",
     "Settings": "migas_logging.config",
-    "Stats": "migas_logging.worker",
+    "Stats": "migas_logging.ledger",
     "check_project": "migas_logging.query",
+    "configure": "migas_logging.client",
     "export_session_id": "migas_logging.config",
     "get_usage": "migas_logging.query",
     "install_excepthook": "migas_logging.excepthook",

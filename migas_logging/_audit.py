@@ -99,12 +99,21 @@ class AuditTrail:
         self._notes: deque[tuple[Any, Any, str]] = deque(maxlen=10_000)
         self._lock = threading.Lock()
 
-    def sent(self, payload: dict[str, Any], *, outcome: str, status: int | None, via: str) -> None:
-        """Record a breadcrumb that the server took."""
-        self._write(
-            "sent",
-            {"outcome": outcome, "http_status": status, "via": via, "breadcrumb": payload},
-        )
+    def sent(
+        self,
+        payload: dict[str, Any],
+        *,
+        outcome: str,
+        status: int | None,
+        via: str,
+        possible_duplicate: bool = False,
+    ) -> None:
+        """Record a breadcrumb that the server took (``possible_duplicate``: an earlier
+        try timed out, so the server may hold it twice)."""
+        fields = {"outcome": outcome, "http_status": status, "via": via, "breadcrumb": payload}
+        if possible_duplicate:
+            fields["possible_duplicate"] = True
+        self._write("sent", fields)
 
     def dropped(self, reason: str, payload: dict[str, Any] | None, **details: Any) -> None:
         """Record a breadcrumb that did not leave, or was refused, with the reason."""
@@ -136,6 +145,11 @@ class AuditTrail:
         except Exception:
             pass
 
+    def after_fork_in_child(self) -> None:
+        """A parent's thread may have held the lock at the fork; the notes are the parent's."""
+        self._lock = threading.Lock()
+        self._notes.clear()
+
     def close(self) -> None:
         """Close the file."""
         self._handler.close()
@@ -145,3 +159,62 @@ class AuditTrail:
             return
         with self._lock:
             self._logger.info(event, extra=fields)
+
+
+class AuditListener:
+    """The audit trail as a listener of the ledger (see :mod:`migas_logging.ledger`).
+
+    Args:
+        trail: where the lines go.
+        build: builds an entry's breadcrumb ``(route, data, suffix, wait=...)``.
+        report: reports a problem once.
+    """
+
+    def __init__(self, trail: AuditTrail, build: Any, report: Any) -> None:
+        self.trail = trail
+        self._build = build
+        self._report = report
+
+    def _payload(self, route: Any, data: Any, suffix: str = "", crumb: Any = None) -> Any:
+        if crumb is None and data is not None:
+            try:
+                crumb = self._build(route, data, suffix, wait=False)
+            except Exception:
+                crumb = None
+        return crumb.to_payload() if crumb is not None else None
+
+    def settled(self, entry: Any, result: str) -> None:
+        """Write the line of one settled entry (worker thread)."""
+        try:
+            payload = self._payload(entry.route, entry.data, entry.suffix, entry.crumb)
+            outcome = entry.outcome
+            if result == "sent":
+                self.trail.sent(
+                    payload or {},
+                    outcome=outcome.kind.value if outcome is not None else "delivered",
+                    status=outcome.status if outcome is not None else None,
+                    via=outcome.via if outcome is not None else "rest",
+                    possible_duplicate=entry.timed_out,
+                )
+                return
+            details: dict[str, Any] = {"summary": entry.summary, "terminal": entry.terminal}
+            if outcome is not None:
+                details["last_outcome"] = outcome.kind.value
+                details["http_status"] = outcome.status
+                details["detail"] = outcome.detail
+            self.trail.dropped(result, payload, **details)
+        except Exception as exc:
+            self._report("audit-write", "could not write the migas audit trail: %r", exc)
+
+    def refused_early(self, entry: Any, reason: str) -> None:
+        """Note a drop decided on the application's thread; written by the worker."""
+        route, data = entry
+        self.trail.note(route, data, reason)
+
+    def write_notes(self) -> None:
+        """Write the noted drops (worker thread)."""
+        for route, data, reason in self.trail.take_notes():
+            try:
+                self.trail.dropped(reason, self._payload(route, data), summary=False)
+            except Exception as exc:
+                self._report("audit-write", "could not write the migas audit trail: %r", exc)

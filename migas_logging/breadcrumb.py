@@ -30,7 +30,7 @@ refused with ``413``. This module makes such crumbs impossible to build:
   together, and so on ("water filling"), so that no field is sacrificed for another.
 * **Redaction is a policy, fitting is an invariant.** :class:`Breadcrumb` never redacts
   (it cannot know what the caller already removed); the builders :func:`build`,
-  :func:`from_record` and :func:`from_exception` apply a :class:`Redactor` to
+  :func:`from_exception` and :mod:`migas_logging.mapping` apply a :class:`Redactor` to
   ``status_desc`` and ``error_desc`` BEFORE fitting, so that a cut never splits a name out
   of reach of the redactor (very long texts are first cut at white space to about twice
   the body size, which also bounds the cost of redaction whatever the application logs).
@@ -43,8 +43,8 @@ refused with ``413``. This module makes such crumbs impossible to build:
   values, not meaning: a person's name typed into a message, a path with spaces outside
   the home directory, IPv6 addresses, other machines' names and secrets that are not in
   this process's environment pass through (details in :mod:`migas_logging._redact`).
-  ``error_type`` (a class name) is not redacted. The safest mode of :func:`from_record`
-  is the default ``message="template"``, which sends no argument values at all.
+  ``error_type`` (a class name) is not redacted. The safest mode for log records is the
+  default ``message="template"``, which sends no argument values at all.
 * **Exceptions are summarised cheaply and without paths.** :func:`capture_exception`
   runs on the application's thread, inside a logging call: it reads no source line
   (no ``linecache``, no ``traceback.format_*``), keeps at most ``max_frames`` frames while
@@ -62,14 +62,14 @@ import re
 import sys
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from migas_logging._redact import PLACEHOLDERS, Redactor, default_redactor
 from migas_logging._value import Frozen
 
 if TYPE_CHECKING:
-    import logging
+    pass
 
 __all__ = [
     "LANGUAGE_MAX_CHARS",
@@ -87,7 +87,6 @@ __all__ = [
     "capture_exception",
     "default_redactor",
     "from_exception",
-    "from_record",
     "normalize_uuid",
     "normalize_version",
     "safe_str",
@@ -1153,133 +1152,6 @@ def build(
         status_desc=_bounded_text(status_desc, redactor),
         error_type=_bounded_text(error_type),
         error_desc=_bounded_text(error_desc, redactor),
-    )
-
-
-def _record_message(record: logging.LogRecord, message: str) -> str | None:
-    """The message part of ``status_desc`` for the given mode."""
-    if message == "none":
-        return None
-    template = safe_str(getattr(record, "msg", ""))
-    if message != "formatted":
-        return template
-    try:
-        return safe_str(record.getMessage())
-    except Exception:
-        return template + _FORMAT_FAILED
-
-
-def _record_extras(record: logging.LogRecord, extras: Sequence[str]) -> str:
-    """`` [name=repr(value) ...]`` for the named record attributes that exist."""
-    names: Sequence[object] = (extras,) if isinstance(extras, str) else extras
-    pieces: list[str] = []
-    try:
-        for name in names:
-            piece = _record_extra(record, name)
-            if piece is not None:
-                pieces.append(piece)
-    except Exception:  # a broken ``extras`` iterable: keep what was gathered
-        pieces.append("<extras could not be read>")
-    return f" [{' '.join(pieces)}]" if pieces else ""
-
-
-def _record_extra(record: logging.LogRecord, name: object) -> str | None:
-    """``name=repr(value)`` for one record attribute, None if it is missing."""
-    if not isinstance(name, str):
-        return None
-    missing = object()
-    try:
-        value = getattr(record, name, missing)
-    except Exception:
-        value = missing
-    if value is missing:
-        return None
-    shown = _call_str(repr, value)
-    if shown is None:
-        shown = f"<unprintable {_class_name(type(value))} object>"
-    return f"{name}={_precut(shown, _EXTRA_MAX_CHARS)}"
-
-
-def _record_exception(record: logging.LogRecord) -> ExceptionInfo | None:
-    """The summary of ``record.exc_info`` (a 3-tuple or an exception), if any."""
-    exc_info = getattr(record, "exc_info", None)
-    if isinstance(exc_info, BaseException):
-        return capture_exception(exc_info)
-    if isinstance(exc_info, tuple) and len(exc_info) == 3:
-        exc_type, exc_value = exc_info[0], exc_info[1]
-        if isinstance(exc_value, BaseException):
-            return capture_exception(exc_value)
-        if isinstance(exc_type, type):
-            return ExceptionInfo(_class_name(exc_type), "")
-    return None
-
-
-def from_record(
-    record: logging.LogRecord,
-    *,
-    project: str,
-    version: object,
-    language_version: str,
-    ctx: Context,
-    status: str,
-    message: Literal["template", "formatted", "none"] = "template",
-    redactor: Redactor | None = None,
-    extras: Sequence[str] = (),
-) -> Breadcrumb:
-    """Build a breadcrumb from a log record; whatever is on the record, never raises.
-
-    ``status_desc`` is ``"<logger name>: <message>"`` plus the ``extras``. ``error_type``
-    and ``error_desc`` come from ``record.exc_info`` (class name and
-    :meth:`ExceptionInfo.describe`).
-
-    Args:
-        record: The log record.
-        project: ``owner/repo`` (a ``ValueError`` otherwise: configuration is loud).
-        version: The project's version.
-        language_version: The language's version.
-        ctx: The context.
-        status: R, C, F or S.
-        message: ``"template"`` sends the unformatted ``record.msg`` (no argument values,
-            hence no personal data from them); ``"formatted"`` sends
-            ``record.getMessage()`` (when the arguments do not match the format, the
-            template with a short note); ``"none"`` sends no ``status_desc`` at all. Any
-            other value is taken as ``"template"``.
-        redactor: Applied to ``status_desc`` and ``error_desc``; None applies none.
-        extras: The names of the record attributes to append, as
-            `` [name=repr(value) ...]``; no other attribute is ever sent. Missing ones are
-            skipped.
-
-    Returns:
-        The breadcrumb.
-
-    Raises:
-        ValueError: ``project`` is not ``owner/repo``.
-    """
-    validate_project(project)
-    status_desc: str | None = None
-    error_type: str | None = None
-    error_desc: str | None = None
-    try:
-        text = _record_message(record, message)
-        if text is not None:
-            name = safe_str(getattr(record, "name", None) or "root")
-            status_desc = f"{name}: {text}{_record_extras(record, extras)}"
-        info = _record_exception(record)
-        if info is not None:
-            error_type = info.type_name
-            error_desc = info.describe() or None
-    except Exception:
-        status_desc = status_desc or "<log record could not be summarised>"
-    return build(
-        project=project,
-        version=version,
-        language_version=language_version,
-        ctx=ctx,
-        status=status,
-        status_desc=status_desc,
-        error_type=error_type,
-        error_desc=error_desc,
-        redactor=redactor,
     )
 
 

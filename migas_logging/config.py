@@ -100,14 +100,23 @@ def internal_logger() -> logging.Logger:
 internal_logger()  # the NullHandler is in place before any module of ours logs
 
 
+_enabled = True
+
+
+def set_enabled(enabled: bool) -> None:
+    """``configure(enabled=False)``: the process behaves as under ``MIGAS_OPTOUT``."""
+    global _enabled  # noqa: PLW0603 - a process-wide switch, by design
+    _enabled = bool(enabled)
+
+
 def optout() -> bool:
-    """Return True when the user opted out of telemetry.
+    """Return True when the user opted out of telemetry (or the application disabled it).
 
     ``MIGAS_OPTOUT`` set to any value, even an empty one, means: no traffic, no files,
     no user id generated. (The official client ignores an empty value; this package errs
-    on the side of privacy.)
+    on the side of privacy.) ``configure(enabled=False)`` means the same.
     """
-    return "MIGAS_OPTOUT" in os.environ
+    return not _enabled or "MIGAS_OPTOUT" in os.environ
 
 
 def is_loopback_url(url: str) -> bool:
@@ -276,9 +285,14 @@ class Settings(Frozen):
 
 # --- identity -------------------------------------------------------------------------
 
-_identity_lock = threading.Lock()
+# Two locks: the session id is needed on the crash path and must never wait behind the
+# user id, whose derivation can block on DNS (getfqdn) or on a hung home directory.
+_user_lock = threading.Lock()
+_session_lock = threading.Lock()
 _user_id: str | None = None
 _session_id: str | None = None
+_user_ready = threading.Event()
+_user_thread: threading.Thread | None = None
 
 
 def user_id_file() -> Path | None:
@@ -348,14 +362,17 @@ def get_user_id() -> str | None:
     global _user_id  # noqa: PLW0603 - one identity per process, by design
     if optout():
         return None
-    with _identity_lock:
+    with _user_lock:
         if _user_id is not None:
             return _user_id
+        import stat
         import uuid
 
         path = user_id_file()
         if path is not None:
             try:
+                if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block
+                    raise OSError(f"{path} is not a regular file")
                 text = path.read_text(encoding="ascii").strip()
                 _user_id = str(uuid.UUID(text))
                 return _user_id
@@ -368,10 +385,45 @@ def get_user_id() -> str | None:
         return _user_id
 
 
+def _resolve_user_id() -> None:
+    try:
+        get_user_id()
+    except Exception:
+        pass
+    finally:
+        _user_ready.set()
+
+
+def user_id_within(timeout: float) -> str | None:
+    """The user id if it is known within ``timeout`` seconds, else None (for now).
+
+    The first call starts resolving it on a daemon thread of its own, so that a slow
+    ``getfqdn`` or a hung home directory never holds a caller longer than ``timeout``
+    (0: never wait). The breadcrumbs sent meanwhile go without a user id.
+    """
+    global _user_thread  # noqa: PLW0603
+    if _user_id is not None or optout():
+        return _user_id
+    if _user_thread is None:
+        with _session_lock:
+            if _user_thread is None:
+                thread = threading.Thread(
+                    target=_resolve_user_id, name="migas-logging-identity", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # a finalizing interpreter: no identity then
+                    _user_ready.set()
+                _user_thread = thread
+    if timeout > 0:
+        _user_ready.wait(timeout)
+    return _user_id
+
+
 def get_session_id() -> str:
     """Return the session id of this process run (see the module docstring)."""
     global _session_id  # noqa: PLW0603 - one session per process run, by design
-    with _identity_lock:
+    with _session_lock:
         if _session_id is None:
             import uuid
 
@@ -401,15 +453,22 @@ def export_session_id() -> str:
 
 
 def _reset_identity_for_tests() -> None:
-    global _user_id, _session_id  # noqa: PLW0603
-    with _identity_lock:
+    global _user_id, _session_id, _user_thread  # noqa: PLW0603
+    with _user_lock, _session_lock:
         _user_id = None
         _session_id = None
+        _user_thread = None
+        _user_ready.clear()
 
 
 def _reinit_lock_after_fork() -> None:
-    global _identity_lock  # noqa: PLW0603
-    _identity_lock = threading.Lock()
+    """A parent's thread may have held a lock at the fork, and its identity thread is gone."""
+    global _user_lock, _session_lock, _user_thread, _user_ready  # noqa: PLW0603
+    _user_lock = threading.Lock()
+    _session_lock = threading.Lock()
+    if _user_id is None:
+        _user_thread = None
+        _user_ready = threading.Event()
 
 
 if hasattr(os, "register_at_fork"):
@@ -458,11 +517,13 @@ def detect_container() -> str:
     return "unknown"
 
 
-def detect_context(*, with_user_id: bool = True) -> Context:
+def detect_context(*, with_user_id: bool = True, user_id: str | None = None) -> Context:
     """Detect the breadcrumb context of this process.
 
     Args:
-        with_user_id: include the user id (created on first use unless opted out).
+        with_user_id: include the user id (created on first use unless opted out; this
+            may wait on DNS: the worker passes ``user_id`` instead).
+        user_id: the user id to use when ``with_user_id`` is False.
 
     Returns:
         The context: user and session ids, platform, container, CI.
@@ -471,7 +532,7 @@ def detect_context(*, with_user_id: bool = True) -> Context:
 
     ci = is_ci()
     return Context(
-        user_id=get_user_id() if with_user_id else None,
+        user_id=get_user_id() if with_user_id else user_id,
         session_id=get_session_id(),
         user_type="general",
         platform=sys.platform,

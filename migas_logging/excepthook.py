@@ -76,10 +76,12 @@ from typing import TYPE_CHECKING, Any
 
 from migas_logging import breadcrumb as _bc
 from migas_logging import config
+from migas_logging.process import die_by_signal, exit_deadline, signals_deferred
 
 if TYPE_CHECKING:
+    from migas_logging.client import Client
     from migas_logging.handler import MigasHandler
-    from migas_logging.worker import Pipeline, Route
+    from migas_logging.worker import Route
 
 __all__ = ["CrashHook", "asyncio_exception_handler", "install_excepthook"]
 
@@ -89,26 +91,6 @@ _SUSPEND = ("KeyboardInterrupt", "BdbQuit")
 
 _hooks: dict[str, CrashHook] = {}
 _hooks_lock = threading.Lock()
-
-
-# One deadline for the whole exit, whatever the number of hooks (projects): the first
-# terminal path that runs fixes it, every later one shares it.
-_exit_deadline: tuple[int, float] | None = None
-
-
-def exit_deadline(seconds: float) -> float:
-    """The process's exit deadline (``time.monotonic()``), fixed by its first caller."""
-    global _exit_deadline  # noqa: PLW0603 - one exit per process
-    pid = os.getpid()
-    if _exit_deadline is None or _exit_deadline[0] != pid:
-        _exit_deadline = (pid, time.monotonic() + seconds)
-    return _exit_deadline[1]
-
-
-def _forget_exit_deadline() -> None:
-    """For tests that exit many times in one process."""
-    global _exit_deadline  # noqa: PLW0603
-    _exit_deadline = None
 
 
 def _is_interactive() -> bool:
@@ -146,15 +128,16 @@ class CrashHook:
         track: bool = False,
         _handler: MigasHandler | None = None,
     ) -> None:
+        from migas_logging.client import ClientSettings, get_client
         from migas_logging.exceptions import ConfigurationError
-        from migas_logging.worker import Route, get_pipeline
+        from migas_logging.worker import Route
 
         self.project = config.checked_project(project)
         self.version = _bc.normalize_version(version)
         self.settings = config.Settings.resolve(endpoint, timeout)
-        from migas_logging.handler import _non_negative
+        from migas_logging.client import _seconds
 
-        self.flush_deadline = _non_negative(flush_deadline, "flush_deadline")
+        self.flush_deadline = _seconds(flush_deadline, "flush_deadline", 3600.0)
         self.redact = bool(redact)
         try:
             self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
@@ -175,21 +158,24 @@ class CrashHook:
         self._prev_thread: Callable[..., Any] | None = None
         self._prev_signals: dict[int, Any] = {}
         self._terminal_sent = False
+        self._deferred: int | None = None  # a signal that came while the run was ending
         self._signal: int | None = None
         self._reraise: int | None = None
         self._pid = os.getpid()
         self._route: Route | None = None
         self._crash_route: Route | None = None
-        self._pipeline: Pipeline | None = None
+        self._client: Client | None = None
         if _handler is not None:
             self._route = _handler._route
-            self._pipeline = _handler._pipeline
+            self._client = _handler._client
         elif not self.settings.optout:
-            self._pipeline = get_pipeline(
-                self.settings.endpoint, self.settings.timeout, flush_deadline=self.flush_deadline
+            given = {"endpoint", "timeout", "flush_deadline"} if endpoint or timeout else set()
+            self._client = get_client(
+                ClientSettings.resolve(endpoint, timeout, flush_deadline=self.flush_deadline),
+                given=frozenset(given | {"flush_deadline"}),
             )
             self._route = Route(build=self._build_from_data, name=f"CrashHook({self.project})")
-            self._pipeline.attach(self._route)
+            self._client.attach(self._route)
 
     # --- install / uninstall --------------------------------------------------------
 
@@ -213,8 +199,8 @@ class CrashHook:
         threading.excepthook = self._thread_hook
         self._installed = True
         self._active = True
-        if self._pipeline is not None:
-            self._pipeline.warm_up()
+        if self._client is not None:
+            self._client.warm_up()
         if self.track:
             self._start_run()
         return self
@@ -267,7 +253,11 @@ class CrashHook:
         if terminated:
             return  # and no traceback: the process is being terminated, not failing
         previous = self._prev_sys if self._prev_sys is not None else sys.__excepthook__
-        previous(exc_type, exc, tb)
+        try:
+            previous(exc_type, exc, tb)
+        finally:
+            if self._deferred is not None:
+                die_by_signal(self._deferred)
 
     def _thread_hook(self, args: threading.ExceptHookArgs) -> None:
         try:
@@ -285,9 +275,9 @@ class CrashHook:
 
     # --- reporting ------------------------------------------------------------------
 
-    def _crumb(self, exc: BaseException, status_desc: str | None = None) -> _bc.Breadcrumb:
-        pipeline = self._pipeline
-        ctx = pipeline.context() if pipeline is not None else config.detect_context()
+    def _crumb(
+        self, exc: BaseException, ctx: _bc.Context, status_desc: str | None = None
+    ) -> _bc.Breadcrumb:
         return _bc.from_exception(
             exc,
             project=self.project,
@@ -304,101 +294,54 @@ class CrashHook:
 
     def _report_thread_crash(self, exc: BaseException, thread_name: str) -> None:
         """A thread died: queue an F breadcrumb (the process goes on)."""
-        pipeline, route = self._pipeline, self._route
-        if pipeline is None or route is None:
+        client, route = self._client, self._route
+        if client is None or route is None:
             return
         info = _bc.capture_exception(exc)
         status = "S" if info.type_name in _SUSPEND else "F"
         desc = ("Suspended" if status == "S" else "Errored") + f" in thread {thread_name}"
         data = _ThreadCrash(info, status, desc)
         # like any record: the rate cap and the queue bound hold for a storm of crashes
-        pipeline.submit(_CrashRoute.of(self, route), data, None)
+        client.submit(_CrashRoute.of(self, route), data)
 
     def _report_crash(self, exc: BaseException) -> None:
-        """The main thread died: send the terminal breadcrumb now, within the deadline."""
-        crumb = self._crumb(exc)
-        self.send_terminal(crumb, deadline=exit_deadline(self.flush_deadline))
+        """The main thread died: end the run with its crash, within the exit deadline."""
+        self._end(_MainCrash(exc), exit_deadline(self.flush_deadline))
 
     def send_terminal(self, crumb: _bc.Breadcrumb, *, deadline: float | None = None) -> bool:
-        """Send a run's last breadcrumb synchronously, after what the worker holds.
+        """End the run with ``crumb``, sent after what is queued, by ``deadline``.
 
-        Everything happens by ``deadline`` (``time.monotonic()``; default: the flush
-        deadline from now). Part of that time is kept for the send itself; the rest goes
-        to flushing the worker and to spacing this breadcrumb a second after the previous
-        one (the server's clock resolution). If the time is too short for both, the
-        spacing gives way: an untied order is worth less than a delivered breadcrumb.
-        Afterwards the worker is stopped so that nothing of this session lands later.
-        Sent once per run.
+        ``deadline`` is a ``time.monotonic()`` value (default: the flush deadline from
+        now). The breadcrumb takes the one path of every breadcrumb, as the privileged
+        terminal one: counted, audited, spaced a second after the project's previous
+        delivery when the deadline allows, confirmed with ``?wait=true``. Once per run.
 
         Returns:
-            True when the server confirmed it.
+            True when it was settled (sent or dropped with a reason) in time.
         """
-        if self._terminal_sent or config.optout():
+        if deadline is None:
+            deadline = time.monotonic() + self.flush_deadline
+        return self._end(crumb, deadline)
+
+    def _end(self, data: Any, deadline: float) -> bool:
+        client, route = self._client, self._route
+        if self._terminal_sent or client is None or route is None or config.optout():
             return False
         self._terminal_sent = True
-        now = time.monotonic()
-        if deadline is None:
-            deadline = now + self.flush_deadline
-        budget = max(0.0, deadline - now)
-        reserve = min(self.settings.timeout, max(0.3, 0.4 * budget))
-        prepare_until = deadline - reserve
-        pipeline = self._pipeline
-        last = 0.0
-        if pipeline is not None:
-            pipeline.flush(max(0.0, prepare_until - time.monotonic()), final=True)
-            last = pipeline.last_delivery
-        if last:
-            gap = last + 1.05 - time.monotonic()
-            if gap > 0:
-                time.sleep(max(0.0, min(gap, prepare_until - time.monotonic())))
-        remaining = deadline - time.monotonic()
-        ok = False
-        if remaining > 0.05:
-            from migas_logging.transport import Transport
-
-            transport = Transport(self.settings.endpoint, min(self.settings.timeout, remaining))
-            try:
-                outcome = transport.send(crumb, wait=True)
-                ok = outcome.ok
-                audit = pipeline.audit if pipeline is not None else None
-                if audit is not None:
-                    if ok:
-                        audit.sent(
-                            crumb.to_payload(),
-                            outcome=outcome.kind.value,
-                            status=outcome.status,
-                            via=outcome.via,
-                        )
-                    else:
-                        audit.dropped(
-                            "failed",
-                            crumb.to_payload(),
-                            terminal=True,
-                            last_outcome=outcome.kind.value,
-                            detail=outcome.detail,
-                        )
-                if not ok:
-                    _report(
-                        f"terminal:{outcome.kind.value}",
-                        "migas: the final breadcrumb was not delivered (%s)",
-                        outcome.detail,
-                    )
-            finally:
-                transport.close()
-        else:
-            _report("terminal:deadline", "migas: no time left to send the final breadcrumb")
-        if pipeline is not None:
-            pipeline.stop(0.0)
+        with signals_deferred() as got:  # a second Ctrl-C must not lose the terminal
+            ok = client.end_run(_CrashRoute.of(self, route), data, deadline)
+        if not ok:
+            _report("terminal:deadline", "migas: the final breadcrumb was not settled in time")
+        if got:
+            self._deferred = got[0]
         return ok
 
     # --- run lifecycle --------------------------------------------------------------
 
     def _start_run(self) -> None:
-        pipeline, route = self._pipeline, self._route
-        if pipeline is not None and route is not None:
-            pipeline.submit(
-                _CrashRoute.of(self, route), _Plain("R", "Started"), None, priority=True
-            )
+        client, route = self._client, self._route
+        if client is not None and route is not None:
+            client.submit(_CrashRoute.of(self, route), _Plain("R", "Started"))
         atexit.register(self._at_exit)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -443,31 +386,19 @@ class CrashHook:
             return
         try:
             if not self._terminal_sent:
-                deadline = exit_deadline(self.flush_deadline)  # one deadline for the exit
-                reserve = min(self.settings.timeout, max(0.3, 0.4 * self.flush_deadline))
-                if self._pipeline is not None:  # count what the exit flush still delivers
-                    self._pipeline.flush(
-                        max(0.0, deadline - reserve - time.monotonic()), final=True
-                    )
-                stats = self._pipeline.total.as_dict() if self._pipeline is not None else {}
                 if self._signal == signal.SIGINT:
                     status, desc = "S", "Suspended"
                 elif self._signal is not None:
                     status, desc = "S", f"Terminated ({signal.Signals(self._signal).name})"
                 else:
                     status, desc = "C", "Completed"
-                crumb = self._plain_crumb(status, desc + _counts(stats))
-                self.send_terminal(crumb, deadline=deadline)
+                self._end(_Plain(status, desc, counts=True), exit_deadline(self.flush_deadline))
         except Exception:
             pass
         finally:
-            if self._reraise is not None:
-                _die_by_signal(self._reraise)
-
-    def _plain_crumb(self, status: str, desc: str) -> _bc.Breadcrumb:
-        pipeline = self._pipeline
-        ctx = pipeline.context() if pipeline is not None else config.detect_context()
-        return self._make(ctx, status, desc)
+            signum = self._reraise if self._reraise is not None else self._deferred
+            if signum is not None:
+                die_by_signal(signum)
 
     def _make(
         self,
@@ -499,11 +430,21 @@ class _Terminated(BaseException):
 
 
 class _Plain:
-    __slots__ = ("desc", "status")
+    __slots__ = ("counts", "desc", "status")
 
-    def __init__(self, status: str, desc: str) -> None:
+    def __init__(self, status: str, desc: str, *, counts: bool = False) -> None:
         self.status = status
         self.desc = desc
+        self.counts = counts  # end with the run's counts, read when it is built
+
+
+class _MainCrash:
+    """The main thread's crash: the exception itself, built into the terminal breadcrumb."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class _ThreadCrash:
@@ -528,8 +469,16 @@ class _CrashRoute:
         if cached is None:
 
             def build(data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
+                if isinstance(data, _bc.Breadcrumb):
+                    return data
+                if isinstance(data, _MainCrash):
+                    return hook._crumb(data.exc, ctx)
                 info = data.info if isinstance(data, _ThreadCrash) else None
-                return hook._make(ctx, data.status, data.desc, info)
+                desc = data.desc
+                client = hook._client
+                if isinstance(data, _Plain) and data.counts and client is not None:
+                    desc += _counts(client.total.as_dict())
+                return hook._make(ctx, data.status, desc, info)
 
             cached = _Route(build=build, stats=route.stats, name=route.name)
             hook._crash_route = cached
@@ -550,18 +499,6 @@ def _counts(stats: dict[str, Any]) -> str:
 def _report(key: str, message: str, *args: object) -> None:
     with contextlib.suppress(Exception):
         _log.warning(message, *args)
-
-
-def _die_by_signal(signum: int) -> None:
-    """Flush logging, then die by ``signum`` with its default disposition."""
-    with contextlib.suppress(Exception):
-        logging.shutdown()
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    with contextlib.suppress(Exception):
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
 
 
 def _after_fork_in_child() -> None:

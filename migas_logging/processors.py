@@ -39,9 +39,9 @@ from migas_logging.handler import (
     IGNORED_LOGGERS,
     MigasHandler,
     clear_shipped,
-    exception_of,
     mark_shipped,
 )
+from migas_logging.mapping import exception_of
 
 __all__ = ["MigasProcessor"]
 
@@ -93,14 +93,27 @@ class MigasProcessor:
         level: int | str = logging.WARNING,
         **options: Any,
     ) -> None:
+        # The handler checks every option and makes the client, the route, the mapping and
+        # the crash hook; the processor never calls its handle(): it submits directly.
+        # Its handler is not registered with logging (it is not the application's), so a
+        # dictConfig reload cannot close it.
+        options.setdefault("_registered", False)
         self._handler = MigasHandler(project, version, level, **options)
-        _unregister(self._handler)
         self._warned_after_format = False
 
     @property
     def handler(self) -> MigasHandler:
-        """The handler doing the work (its ``stats``, ``flush()``, ``close()``)."""
+        """The handler that holds the processor's settings, ``stats``, ``flush()``, ``close()``."""
         return self._handler
+
+    @property
+    def stats(self) -> Any:
+        """What became of the processor's events."""
+        return self._handler.stats
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the events handed over so far are settled (see the handler)."""
+        self._handler.flush(timeout)
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
@@ -126,49 +139,16 @@ class MigasProcessor:
             if name == ignored or name.startswith(ignored + "."):
                 return
         raised = exception_of(event_dict.get("exc_info"))
-        # the handler reads only the exception (its traceback is walked defensively there;
-        # a hostile __traceback__ property must not be touched here)
-        exc_info = (type(raised), raised, None) if raised is not None else None
-        if exc_info is None and "exception" in event_dict and not self._warned_after_format:
+        if raised is None and "exception" in event_dict and not self._warned_after_format:
             self._warned_after_format = True
             config.internal_logger().warning(
                 "MigasProcessor found a rendered 'exception' and no 'exc_info': it is placed "
                 "after format_exc_info (or dict_tracebacks), which removes the exception; "
                 "put MigasProcessor before it to send exception types and summaries"
             )
-        event = event_dict.get("event", "")
-        record = logging.LogRecord(
-            name=name,
-            level=levelno,
-            pathname="",
-            lineno=0,
-            msg=event if type(event) is str else _bc.safe_str(event),
-            args=None,
-            exc_info=exc_info,
-        )
-        for key in handler.extras:
-            if key in event_dict and key not in record.__dict__:
-                record.__dict__[key] = event_dict[key]
         clear_shipped()  # a mark left by an earlier event must not match this one
-        handler.handle(record)
+        handler._submit_event(name, levelno, event_dict, raised)
         mark_shipped(event_dict, event_dict.get("event"))
-
-
-def _unregister(handler: logging.Handler) -> None:
-    """Take the processor's handler out of logging's shutdown list.
-
-    ``dictConfig`` closes every handler in that list, and the processor's handler is not
-    the application's: reconfiguring stdlib logging must not stop the processor. The
-    process's exit flush (the pipeline's ``atexit`` hook) still delivers what it holds.
-    """
-    lock = getattr(logging, "_lock", None)
-    refs = getattr(logging, "_handlerList", None)
-    if lock is None or not isinstance(refs, list):
-        return
-    with lock:
-        for ref in list(refs):
-            if ref() is handler:
-                refs.remove(ref)
 
 
 def _level_of(method_name: str, event_dict: MutableMapping[str, Any]) -> int:

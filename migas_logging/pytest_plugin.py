@@ -35,12 +35,12 @@ def migas_collector_factory() -> Iterator[Callable[..., LocalCollector]]:
 
     Needs ``migas-logging[collector]`` (graphql-core).
     """
-    from migas_logging import worker
+    from migas_logging import client
     from migas_logging.collector import LocalCollector
 
     # One process sends to one server: give this test's collectors a fresh pipeline,
     # and do not leave ours to the next test.
-    worker.reset()
+    client.reset()
     started: list[LocalCollector] = []
 
     def factory(**kwargs: Any) -> LocalCollector:
@@ -49,7 +49,7 @@ def migas_collector_factory() -> Iterator[Callable[..., LocalCollector]]:
         return collector.start()
 
     yield factory
-    worker.reset()
+    client.reset()
     for collector in reversed(started):
         collector.stop()
 

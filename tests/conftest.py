@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from migas_logging import config, excepthook, handler, worker
+from migas_logging import client, config, excepthook, handler, process
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     handlers, level = root.handlers[:], root.level
     sys_hook, thread_hook = sys.excepthook, threading.excepthook
     config._reset_identity_for_tests()
-    excepthook._forget_exit_deadline()
+    process.forget_exit_deadline()
     handler.clear_shipped()
     manager = logging.Logger.manager
     disabled = {
@@ -55,8 +55,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
             root.removeHandler(h)
             h.close()
     root.setLevel(level)
-    worker.reset()
-    excepthook._forget_exit_deadline()
+    client.reset()
+    process.forget_exit_deadline()
     config._reset_identity_for_tests()
 
 

@@ -36,7 +36,6 @@ from migas_logging.breadcrumb import (
     build,
     capture_exception,
     from_exception,
-    from_record,
     normalize_uuid,
     normalize_version,
     safe_str,
@@ -552,15 +551,6 @@ class TestValidateProject:
         """Constructing or building a Breadcrumb with a bad project raises the same error."""
         with pytest.raises(ValueError, match="fmriprep"):
             crumb(project="fmriprep")
-        with pytest.raises(ValueError, match="fmriprep"):
-            from_record(
-                logging.makeLogRecord({}),
-                project="fmriprep",
-                version="1",
-                language_version="3",
-                ctx=Context(),
-                status="R",
-            )
 
 
 class TestNormalizeVersion:
@@ -1071,99 +1061,6 @@ class TestBuild:
             assert fragment not in item.status_desc
 
 
-class TestFromRecord:
-    """from_record: logger name + message, only the named extras, exc_info summarised."""
-
-    def _record(
-        self, msg: object = "user %s logged in", args: Any = ("bob",), **extra: Any
-    ) -> logging.LogRecord:
-        record = logging.LogRecord("mypkg.auth", logging.ERROR, "/p/x.py", 3, msg, args, None)
-        record.__dict__.update(extra)
-        return record
-
-    def _from(self, record: logging.LogRecord, **kwargs: Any) -> Breadcrumb:
-        kwargs.setdefault("status", "F")
-        return from_record(record, **KW, ctx=Context(), **kwargs)
-
-    def test_template_carries_no_arguments(self) -> None:
-        """The default sends the unformatted template."""
-        assert self._from(self._record()).status_desc == "mypkg.auth: user %s logged in"
-
-    def test_formatted(self) -> None:
-        """'formatted' sends getMessage(); mismatched arguments give template + note."""
-        assert self._from(self._record(), message="formatted").status_desc == (
-            "mypkg.auth: user bob logged in"
-        )
-        bad = self._from(self._record("%d items", ("many",)), message="formatted")
-        assert bad.status_desc == "mypkg.auth: %d items" + bc._FORMAT_FAILED
-
-    def test_none(self) -> None:
-        """'none' sends no status_desc."""
-        assert self._from(self._record(), message="none").status_desc is None
-
-    def test_extras_only_named(self) -> None:
-        """Only the attributes named in extras are appended, missing ones skipped."""
-        record = self._record(subject_count=3, step="bold", password="hunter2")
-        item = self._from(record, extras=["subject_count", "step", "missing"])
-        assert item.status_desc == "mypkg.auth: user %s logged in [subject_count=3 step='bold']"
-        assert "hunter2" not in item.to_json().decode()
-        assert self._from(record, extras="step").status_desc.endswith("[step='bold']")  # type: ignore[union-attr]
-
-    def test_exc_info(self) -> None:
-        """exc_info gives error_type and the described exception."""
-        exc = _raised(KeyError, "k", "cause", 1)
-        record = self._record(exc_info=(type(exc), exc, exc.__traceback__))
-        item = self._from(record)
-        assert item.error_type == "KeyError"
-        assert item.error_desc is not None
-        assert item.error_desc.startswith("'k' | at ")
-        assert "caused by ValueError: bottom" in item.error_desc
-
-    def test_hostile_record(self) -> None:
-        """A record whose every attribute is hostile still gives a valid crumb."""
-
-        class Hostile(logging.LogRecord):
-            def getMessage(self) -> str:
-                raise RuntimeError("no message")
-
-        record = Hostile(cast(Any, None), logging.ERROR, "", 0, Unprintable(), (), None)
-        record.exc_info = cast(Any, ("garbage",))
-        item = self._from(record, message="formatted", extras=cast(Any, [1, "nope"]))
-        assert_valid(item)
-        assert item.status_desc == "root: <unprintable Unprintable object>" + bc._FORMAT_FAILED
-
-    def test_redaction(self) -> None:
-        """The redactor applies to status_desc and error_desc."""
-        exc = _raised(FileNotFoundError, "No such file: '/home/alice/x.nii'", "none", 0)
-        record = self._record("from %s", ("/home/alice",), exc_info=exc)
-        item = self._from(record, message="formatted", redactor=Redactor(user="alice"))
-        assert "alice" not in item.to_json().decode()
-
-    @settings(PROPS, max_examples=500)
-    @given(
-        records(),
-        st.sampled_from(["template", "formatted", "none", "bogus"]),
-        st.sampled_from([(), ("subject",), ("subject", "name", "msg")]),
-        st.booleans(),
-    )
-    def test_any_record(
-        self, record: logging.LogRecord, message: str, extras: tuple[str, ...], redact: bool
-    ) -> None:
-        """Any record gives a valid crumb without raising."""
-        item = from_record(
-            record,
-            **KW,
-            ctx=Context(),
-            status="F",
-            message=message,  # type: ignore[arg-type]
-            extras=extras,
-            redactor=Redactor(user="someone") if redact else None,
-        )
-        assert_valid(item)
-        if message == "none":
-            assert item.status_desc is None
-
-
 class TestFromException:
     """from_exception follows the official client's status conventions."""
 
@@ -1269,7 +1166,7 @@ def identities(draw: st.DrawFn) -> tuple[Redactor, list[str], list[str], list[st
 
 
 class TestRedactionThroughBuilders:
-    """No redacted item survives build(), from_record() or from_exception()."""
+    """No redacted item survives build() or from_exception()."""
 
     @staticmethod
     def _texts(item: Breadcrumb) -> str:
@@ -1307,13 +1204,8 @@ class TestRedactionThroughBuilders:
         text = " ".join(items * repeat)
         exc = _raised(OSError, text, "cause", 2)
         built = build(**KW, ctx=Context(), status_desc=text, error_desc=text, redactor=redactor)
-        record = logging.LogRecord("app", logging.ERROR, "", 0, "%s", (text,), None)
-        record.exc_info = (type(exc), exc, exc.__traceback__)
-        logged = from_record(
-            record, **KW, ctx=Context(), status="F", message="formatted", redactor=redactor
-        )
         crashed = from_exception(exc, **KW, ctx=Context(), redactor=redactor)
-        for item in (built, logged, crashed):
+        for item in (built, crashed):
             assert_valid(item)
             self._check(self._texts(item), words, substrings)
 
@@ -1364,7 +1256,6 @@ def test_public_names() -> None:
         "capture_exception",
         "Breadcrumb",
         "build",
-        "from_record",
         "from_exception",
         "Status",
     ):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from migas_logging import MigasHandler, worker
+from migas_logging import MigasHandler, client
 from migas_logging.collector import LocalCollector
 
 PROJECT = "nipreps/migas-logging"
@@ -171,12 +171,12 @@ class TestSignalReentry:
         pipeline's lock and deadlocked; now the record is counted ``reentrant``."""
         handler = MigasHandler(PROJECT, "1.0", endpoint=collector.url)
         logger = _logger("reentry", handler)
-        pipeline = worker.current_pipeline()
+        pipeline = client.current_client()
         assert pipeline is not None
         done = threading.Event()
 
         def interrupted() -> None:  # what a signal handler sees: this thread holds it
-            with pipeline._lock:
+            with pipeline.worker._lock:
                 logger.error("from a signal handler")
             done.set()
 
@@ -200,14 +200,21 @@ def handler(project, **options):
 
 
 def _run(
-    url: str, body: str, timeout: float = 60
+    url: str, body: str, timeout: float = 60, *, script_dir: Path | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``body`` in a fresh interpreter (as a file in ``script_dir`` when given, for
+    multiprocessing's spawn and forkserver, which import the main module again)."""
     script = PRELUDE.format(url=url) + textwrap.dedent(body)
     env = dict(os.environ, MIGAS_ENDPOINT=url)
     env.pop("MIGAS_OPTOUT", None)
+    command = [sys.executable, "-c", script]
+    if script_dir is not None:
+        path = script_dir / "app.py"
+        path.write_text(script, encoding="utf-8")
+        command = [sys.executable, str(path)]
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", script],
+        command,
         check=False,
         capture_output=True,
         text=True,
@@ -315,3 +322,278 @@ class TestExit:
         assert 0 == proc.returncode, proc.stderr
         assert "parent False" in proc.stdout  # tracking did install its handler
         assert "child 0" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+class TestIdentityNeverBlocks:
+    def test_slow_getfqdn_holds_neither_the_crash_nor_a_fork(
+        self, collector: LocalCollector
+    ) -> None:
+        """A 10 s getfqdn held the crash path 10 s, lost both lifecycle breadcrumbs and
+        made every fork wait 5 s. Identity now resolves on its own thread."""
+        _, baseline = _run(collector.url, "import migas_logging.handler\n")
+        proc, elapsed = _run(
+            collector.url,
+            """
+            import socket
+            socket.getfqdn = lambda *a: time.sleep(10) or "node.cluster.example.org"
+            logging.config.dictConfig({"version": 1,
+                "handlers": {"m": handler("nipreps/migas-logging", track=True)},
+                "root": {"handlers": ["m"], "level": "INFO"}})
+            start = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print("fork took", time.monotonic() - start)
+            1 / 0
+            """,
+        )
+        assert 1 == proc.returncode, proc.stderr
+        assert float(proc.stdout.split("fork took")[1]) < 2.0, proc.stdout
+        assert elapsed - baseline < 6.0, elapsed  # the deadline is 2 s; the DNS wait 10 s
+        statuses = [c["status"] for c in collector.wait_for(2)]
+        assert ["R", "F"] == statuses
+
+    def test_fifo_as_user_id_file_does_not_hang(self, collector: LocalCollector) -> None:
+        """A FIFO where the user-id file should be blocked the reader forever."""
+        proc, _ = _run(
+            collector.url,
+            """
+            xdg = os.environ["XDG_CONFIG_HOME"]
+            os.makedirs(os.path.join(xdg, "migas"), exist_ok=True)
+            os.mkfifo(os.path.join(xdg, "migas", "user_id"))
+            logging.config.dictConfig({"version": 1,
+                "handlers": {"m": handler("nipreps/migas-logging", track=True)},
+                "root": {"handlers": ["m"], "level": "INFO"}})
+            logging.getLogger("app").error("one")
+            """,
+            timeout=30,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        assert ["R", "F", "C"] == [c["status"] for c in collector.wait_for(3)]
+
+
+@pytest.mark.slow
+class TestSignalsDuringTheExit:
+    @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+    def test_second_signal_during_exit_keeps_the_terminal(
+        self, collector: LocalCollector, signame: str
+    ) -> None:
+        """A second Ctrl-C (or SIGTERM) 0.3 s into the exit lost the terminal breadcrumb,
+        and for SIGINT printed "Error in sys.excepthook"."""
+        collector.fault("delay", seconds=1.0)
+        proc, _ = _run(
+            collector.url,
+            f"""
+            import signal
+            logging.config.dictConfig({{"version": 1,
+                "handlers": {{"m": handler("nipreps/migas-logging", track=True,
+                                           flush_deadline=4, timeout=3)}},
+                "root": {{"handlers": ["m"], "level": "INFO"}}}})
+            def again():
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.{signame})
+            threading.Thread(target=again, daemon=True).start()
+            raise RuntimeError("the first failure")
+            """,
+        )
+        collector.clear_fault()
+        assert "Error in sys.excepthook" not in proc.stderr, proc.stderr
+        assert "RuntimeError" in proc.stderr  # the usual traceback still printed
+        statuses = [c["status"] for c in collector.wait_for(2, timeout=10)]
+        assert "F" == statuses[-1], statuses
+
+
+class TestHonestAccounting:
+    def test_slow_server_timeouts_are_unconfirmed_never_pending(
+        self, collector: LocalCollector
+    ) -> None:
+        """With answers 1.5 s late and timeout=1, three copies were stored and the stats
+        said sent 0, pending 1. Now: settled, counted as what it is."""
+        collector.fault("delay", seconds=1.5)
+        handler = MigasHandler(
+            PROJECT, "1.0", endpoint=collector.url, timeout=1, retries=1, excepthook=False
+        )
+        _logger("slow", handler).error("late")
+        handler.flush(30)
+        collector.clear_fault()
+        stats = handler.stats.as_dict()
+        assert 0 == stats["pending"], stats
+        assert {"unconfirmed": 1} == stats["dropped"], stats
+        stored = collector.wait_for(1, timeout=10)
+        assert 1 <= len(stored) <= 2  # at least once: the server may hold each try
+
+    def test_retry_after_a_timeout_counts_a_possible_duplicate(
+        self, collector: LocalCollector
+    ) -> None:
+        """A try that timed out and a retry that succeeded: sent once, and the possible
+        duplicate is visible in the stats."""
+        collector.fault("delay", seconds=1.5, count=1)
+        handler = MigasHandler(
+            PROJECT, "1.0", endpoint=collector.url, timeout=1, retries=2, excepthook=False
+        )
+        _logger("dup", handler).error("maybe twice")
+        handler.flush(30)
+        stats = handler.stats.as_dict()
+        assert (1, 1, 0) == (stats["sent"], stats["possible_duplicates"], stats["pending"])
+
+
+@pytest.mark.slow
+class TestChildrenAndWorkers:
+    def test_forked_child_records_never_land_after_the_parents_terminal(
+        self, collector: LocalCollector
+    ) -> None:
+        """A forked multiprocessing.Process still logging when the parent crashed had
+        its records land after the parent's F: the dashboard then showed it running."""
+        proc, _ = _run(
+            collector.url,
+            """
+            import multiprocessing
+            logging.config.dictConfig({"version": 1,
+                "handlers": {"m": handler("nipreps/migas-logging", track=True,
+                                          rate_limit=None, fold_window=0)},
+                "root": {"handlers": ["m"], "level": "INFO"}})
+            def child():
+                for i in range(40):
+                    logging.getLogger("child").error("child record %d" % i)
+                    time.sleep(0.1)
+            if __name__ == "__main__":
+                p = multiprocessing.get_context("fork").Process(target=child)
+                p.start()
+                time.sleep(0.5)
+                try:
+                    raise RuntimeError("the parent fails")
+                finally:
+                    pass
+            """,
+        )
+        assert 1 == proc.returncode, proc.stderr
+        time.sleep(5)  # the child goes on logging for about 4 s after the parent's end
+        rows = collector.breadcrumbs()
+        statuses = [r["status"] for r in rows]
+        assert "F" in statuses, rows
+        assert "RuntimeError" == rows[-1]["error_type"], [r["status_desc"] for r in rows]
+
+    @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+    def test_multiprocessing_workers_deliver_what_they_logged(
+        self, collector: LocalCollector, method: str, tmp_path: Path
+    ) -> None:
+        """Workers that end with os._exit (fork, forkserver) skip atexit: a
+        multiprocessing finalizer must flush what they logged, as spawn workers do."""
+        proc, _ = _run(
+            collector.url,
+            f"""
+            import multiprocessing
+            logging.config.dictConfig({{"version": 1,
+                "handlers": {{"m": handler("nipreps/migas-logging", rate_limit=None,
+                                           excepthook=False)}},
+                "root": {{"handlers": ["m"], "level": "INFO"}}}})
+            def work(i):
+                logging.getLogger("worker").error("from worker %d" % i)
+                return i
+            if __name__ == "__main__":
+                ctx = multiprocessing.get_context({method!r})
+                procs = [ctx.Process(target=work, args=(i,)) for i in range(3)]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join()
+                print("exit codes", [p.exitcode for p in procs])
+            """,
+            timeout=120,
+            script_dir=tmp_path,
+        )
+        assert "exit codes [0, 0, 0]" in proc.stdout, proc.stdout + proc.stderr
+        assert 0 == proc.returncode, proc.stderr
+        rows = collector.wait_for(3, timeout=15)
+        assert 3 == len([r for r in rows if r["status_desc"].startswith("worker:")])
+
+
+class TestBoundedMemory:
+    def test_huge_messages_are_bounded_per_queued_record(self, collector: LocalCollector) -> None:
+        """1 MB messages (template, formatted, args, exception) held whole in the queue
+        while the server hangs: now each queued record keeps a few kB."""
+        import tracemalloc
+
+        collector.fault("hang")
+        handler = MigasHandler(
+            PROJECT,
+            "1.0",
+            endpoint=collector.url,
+            excepthook=False,
+            message="formatted",
+            rate_limit=None,
+            queue_size=300,
+            timeout=30,
+        )
+        log = _logger("huge", handler)
+        big = "x" * 1_000_000
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(100):
+                log.error(big + str(i))  # a distinct huge template each time
+                log.error("arg %s %d", big, i)
+                try:
+                    raise ValueError(big)
+                except ValueError:
+                    log.exception("failed %d", i)
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+            collector.clear_fault()
+        # 300 records of 1 MB each would be 300 MB; a few kB each is well under 10 MB
+        assert held < 10_000_000, held
+        handler.close()
+
+
+class TestProcessWideSettings:
+    def test_a_second_handlers_different_value_is_warned_naming_both(
+        self, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """queue_size=10 then queue_size=20 on a second handler was silently ignored."""
+        first = MigasHandler(PROJECT, "1", endpoint=collector.url, queue_size=10, excepthook=False)
+        with caplog.at_level(logging.WARNING, logger="migas_logging"):
+            second = MigasHandler(
+                PROJECT, "1", endpoint=collector.url, queue_size=20, excepthook=False
+            )
+            MigasHandler(PROJECT, "1", endpoint=collector.url, queue_size=20, excepthook=False)
+        warnings = [r.getMessage() for r in caplog.records if "queue_size" in r.getMessage()]
+        assert 1 == len(warnings), warnings
+        assert "queue_size=20" in warnings[0]
+        assert "queue_size=10" in warnings[0]
+        assert 10 == second.queue_size == first.queue_size
+        first.close()
+        second.close()
+
+    def test_configure_then_a_conflicting_configure_fails_loudly(
+        self, collector: LocalCollector
+    ) -> None:
+        import migas_logging
+        from migas_logging.exceptions import ConfigurationError
+
+        client = migas_logging.configure(endpoint=collector.url, flush_deadline=3)
+        assert client is migas_logging.configure(endpoint=collector.url, flush_deadline=3)
+        with pytest.raises(ConfigurationError, match=r"flush_deadline=3.0 \(not 5.0\)"):
+            migas_logging.configure(endpoint=collector.url, flush_deadline=5)
+        handler = MigasHandler(PROJECT, "1", excepthook=False)  # no endpoint: the client's
+        _logger("conf", handler).error("via the configured client")
+        handler.flush(5)
+        assert 1 == handler.stats.sent
+        assert 3.0 == handler.flush_deadline
+        handler.close()
+
+    def test_enabled_false_is_opt_out(self, collector: LocalCollector, xdg: Path) -> None:
+        """configure(enabled=False): no traffic, no files, like MIGAS_OPTOUT."""
+        import migas_logging
+
+        migas_logging.configure(endpoint=collector.url, enabled=False)
+        handler = MigasHandler(PROJECT, "1", excepthook=False)
+        _logger("off", handler).error("never sent")
+        handler.flush(2)
+        time.sleep(0.3)
+        assert [] == collector.breadcrumbs()
+        assert not (xdg / "migas").exists()
+        assert {"optout": 1} == handler.stats.as_dict()["dropped"]
+        handler.close()

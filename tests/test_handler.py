@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from migas_logging import MigasHandler, worker
+from migas_logging import MigasHandler, client
 from migas_logging.collector import LocalCollector, free_port
 from migas_logging.exceptions import ConfigurationError
 from migas_logging.transport import Transport
@@ -313,7 +313,7 @@ class TestDelivery:
             c.wait_for_requests(3, timeout=5)
             time.sleep(0.5)
             assert 3 == len(c.requests())  # no retry while limited
-            worker.current_pipeline().stop(0.3)  # type: ignore[union-attr]
+            client.current_client().stop(0.3)  # type: ignore[union-attr]
             stats = h.stats.as_dict()
             assert 2 == stats["sent"]
             assert 4 == stats["dropped"]["rate_limited"]
@@ -382,14 +382,10 @@ class TestDelivery:
                 attempts.append(1)
                 return super().send(crumb, wait=wait)
 
-        worker.reset()
-        pipe = worker.get_pipeline(
-            f"http://127.0.0.1:{free_port()}",
-            1.0,
-            transport_factory=Counting,
-            retries=5,
-            fold_window=0,
+        settings = client.ClientSettings.resolve(
+            f"http://127.0.0.1:{free_port()}", 1.0, retries=5, fold_window=0, rate_limit=None
         )
+        pipe = client.install(settings, transport_factory=Counting)
         h = MigasHandler(PROJECT, "1", endpoint=pipe.endpoint, excepthook=False, rate_limit=None)
         log.addHandler(h)
         for i in range(20):
@@ -490,7 +486,7 @@ class TestProcesses:
         for t in threads:
             t.join()
         assert h.flush(0) is None
-        worker.current_pipeline().flush(20)  # type: ignore[union-attr]
+        client.current_client().flush(20)  # type: ignore[union-attr]
         stats = h.stats.as_dict()
         assert 800 == stats["emitted"]
         assert 0 == stats["pending"]

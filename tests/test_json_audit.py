@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pythonjsonlogger.json import JsonFormatter
 
-from migas_logging import MigasHandler, worker
+from migas_logging import MigasHandler, client
 from migas_logging.collector import LocalCollector
 
 PROJECT = "nipreps/migas-logging"
@@ -126,10 +126,10 @@ class TestAuditTrail:
             log.error(f"distinct {i}")
         h.flush(5)
         collector.fault("status", status=422, count=1)
-        worker.current_pipeline().rate_cap = None  # type: ignore[union-attr]
+        client.current_client().worker.admission.rate_cap = None  # type: ignore[union-attr]
         log.error("refused one")
         h.flush(5)
-        worker.current_pipeline().stop(2)  # type: ignore[union-attr]
+        client.current_client().stop(2)  # type: ignore[union-attr]
         lines = audit_lines(path)
         sent = [x for x in lines if x["event"] == "sent"]
         dropped = [x for x in lines if x["event"] == "dropped"]
@@ -178,7 +178,7 @@ class TestAuditTrail:
         h = migas(collector, log)
         log.error("x")
         h.flush(5)
-        worker.current_pipeline().stop(1)  # type: ignore[union-attr]
+        client.current_client().stop(1)  # type: ignore[union-attr]
         assert ["sent"] == [x["event"] for x in audit_lines(path)]
 
     def test_optout_writes_nothing(

@@ -152,7 +152,7 @@ class TestPureStructlog:
         """Processor and handler share one worker and one session id."""
         p = processor(collector)
         h = MigasHandler(PROJECT, "1", endpoint=collector.url, excepthook=False)
-        assert p.handler._pipeline is h._pipeline
+        assert p.handler._client is h._client
         p(None, "error", {"event": "from structlog"})
         h.handle(logging.makeLogRecord({"name": "std", "levelno": 40, "msg": "from stdlib"}))
         h.flush(5)

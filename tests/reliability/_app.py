@@ -40,9 +40,9 @@ def say(tag: str, **data: Any) -> None:
 
 
 def _report() -> None:
-    from migas_logging import config, worker
+    from migas_logging import client, config
 
-    pipe = worker.current_pipeline()
+    pipe = client.current_client()
     say(
         "REPORT",
         pid=os.getpid(),
@@ -127,16 +127,11 @@ def quick_pipeline(url: str, timeout: float, *, pause: float = 0.5, **options: A
     ``Retry-After`` (60 s) are the only time constants changed; everything else is the
     library's own code. Handlers made afterwards for ``url`` share this pipeline.
     """
-    from migas_logging import worker
+    from migas_logging import client
 
-    class QuickPauses(worker.Pipeline):
-        def _pause(self, seconds: float, reason: str) -> None:
-            super()._pause(min(seconds, pause), reason)
-
-    with worker._pipeline_lock:
-        worker._pipeline = QuickPauses(url, timeout, **options)
-        worker._register_exit()
-        return worker._pipeline
+    settings = client.ClientSettings.resolve(url, timeout, **options)
+    settings = client.with_settings(settings, rate_window=pause, circuit_cooldown=pause)
+    return client.install(settings)
 
 
 def resources() -> dict[str, int]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from migas_logging import MigasHandler, worker
+from migas_logging import MigasHandler, client
 from migas_logging.collector import LocalCollector
 
 from .conftest import PROJECT, AppRun, app_env, assert_exact, make_handler, run_app
@@ -85,7 +85,7 @@ def test_sixteen_threads_a_thousand_records_each(
 
     workers_before = {t for t in threading.enumerate() if t.name == "migas-logging-worker"}
     run_threads(16, log_thousand)
-    assert worker.current_pipeline().flush(60)  # type: ignore[union-attr]
+    assert client.current_client().flush(60)  # type: ignore[union-attr]
     stats = handler.stats.as_dict()
     assert_exact(stats)
     assert (16_000, {}) == (stats["emitted"], stats["dropped"])
@@ -108,7 +108,7 @@ def test_more_distinct_records_than_fold_windows(
     for i in range(1500):
         app_log.error(f"distinct {i}")
         app_log.error("the repeating one %s", i)
-    assert worker.current_pipeline().flush(60)  # type: ignore[union-attr]
+    assert client.current_client().flush(60)  # type: ignore[union-attr]
     stats = handler.stats.as_dict()
     assert_exact(stats)
     assert (3000, {}) == (stats["emitted"], stats["dropped"])
@@ -136,7 +136,7 @@ def test_a_thread_crashes_while_others_log(
                 raise ZeroDivisionError("the crashing thread")
 
     run_threads(8, work)
-    assert worker.current_pipeline().flush(60)  # type: ignore[union-attr]
+    assert client.current_client().flush(60)  # type: ignore[union-attr]
     stats = handler.stats.as_dict()
     assert_exact(stats)
     assert 7 * 200 + 101 + 1 == stats["emitted"]  # the records, and the crash breadcrumb
@@ -198,7 +198,7 @@ def test_dictconfig_reconfigures_while_records_flow(collector: LocalCollector) -
     assert not any(t.is_alive() for t in threads)
     for t in range(8):
         flow.error(f"after the last reconfiguration {t}")
-    assert worker.current_pipeline().flush(60)  # type: ignore[union-attr]
+    assert client.current_client().flush(60)  # type: ignore[union-attr]
 
     assert 31 == len({id(h) for h in seen})
     emitted = sent = closed = 0
@@ -209,7 +209,7 @@ def test_dictconfig_reconfigures_while_records_flow(collector: LocalCollector) -
         emitted += stats["emitted"]
         sent += stats["sent"]
         closed += stats["dropped"].get("closed", 0)
-    total = worker.current_pipeline().total.as_dict()  # type: ignore[union-attr]
+    total = client.current_client().total.as_dict()  # type: ignore[union-attr]
     assert (emitted, sent) == (total["emitted"], total["sent"])
     assert emitted <= sum(logged.values()) + 8  # a record may fall between two configs
     rows = collector.breadcrumbs()
@@ -417,17 +417,17 @@ def test_fork_while_the_worker_writes_the_audit_trail(
     """With an audit file, a child forked mid-write still delivers its records."""
     body = f"""
         import os, sys
-        from migas_logging import worker
+        from migas_logging import client
         h = setup({collector.url!r}, rate_limit=None, fold_window=0,
                   audit_file={str(tmp_path / "audit.jsonl")!r})
         log.error("parent")
         h.flush(5)
-        audit = worker.current_pipeline().audit
+        audit = client.current_client().audit
         audit._lock.acquire()  # the moment the worker holds it while writing a line
         pid = os.fork()
         if pid == 0:
             child_records("audited-child", 2)
-            flushed = worker.current_pipeline().flush(1.5)
+            flushed = client.current_client().flush(1.5)
             say("CHILD", stats=h.stats.as_dict(), flushed=flushed)
             os._exit(0)  # (a normal exit would block on that lock for good)
         audit._lock.release()

@@ -32,7 +32,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migas_logging import MigasHandler, check_project, get_usage, install_excepthook, worker
+from migas_logging import MigasHandler, check_project, client, get_usage, install_excepthook
 from migas_logging.breadcrumb import MAX_BODY_BYTES
 from migas_logging.collector import LocalCollector
 from migas_logging.exceptions import ConfigurationError
@@ -92,7 +92,7 @@ def check_server_stored_everything_whole(collector: LocalCollector, expected: in
 
 def check_all_sent(handlers: list[MigasHandler], count: int) -> int:
     """After a flush: every record of the handlers was sent; returns how many."""
-    pipe = worker.current_pipeline()
+    pipe = client.current_client()
     assert pipe is not None
     assert pipe.flush(60)
     emitted = sent = 0

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import requests
 
-from migas_logging import MigasHandler, worker
+from migas_logging import MigasHandler, client
 from migas_logging import breadcrumb as bc
 from migas_logging._redact import GENERIC_NAMES, MIN_NAME_LEN, default_redactor
 from migas_logging.collector import LocalCollector, free_port
@@ -289,7 +289,7 @@ def test_tls_verification_cannot_be_switched_off(
     assert (0, {"unreachable": 3}) == (stats["sent"], stats["dropped"])
     assert [] == tls.bodies  # not one body crossed an unverified connection
     assert "TLS" in caplog.text  # and it was said why, on the library's logger
-    transport = worker.current_pipeline()._get_transport()  # type: ignore[union-attr]
+    transport = client.current_client().sender.transport()  # type: ignore[union-attr]
     assert transport._session.verify is True
 
 

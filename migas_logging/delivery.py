@@ -1,0 +1,272 @@
+"""The sender: settles one queued entry on the worker's thread.
+
+It builds the breadcrumb (redaction and fitting happen here, off the application's
+thread), sends it, and follows the :class:`~migas_logging.policy.DeliveryPolicy` until the
+entry is settled: ``"sent"`` or a drop reason. Waits (a retry's backoff, a 429 window, an
+open circuit) sleep on an event that an exit flush sets, so an exit never waits behind them.
+
+The terminal breadcrumb goes out at least 1.05 s after the latest breadcrumb delivered for
+its project (the server's clock has one-second resolution and the dashboard reads each
+session's latest breadcrumb), unless the exit deadline is too close for both, and with
+``?wait=true`` so that the server confirms it stored it.
+
+Identity: the user id is resolved on a thread of its own (see
+:func:`migas_logging.config.user_id_within`). A breadcrumb waits for it at most the
+network timeout; the terminal breadcrumb and everything sent during the exit never wait,
+and go without it when it is not known yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from migas_logging import config
+from migas_logging.policy import maybe_stored_by
+
+if TYPE_CHECKING:
+    from migas_logging.breadcrumb import Breadcrumb, Context
+    from migas_logging.client import ClientSettings
+    from migas_logging.policy import DeliveryPolicy
+    from migas_logging.transport import Outcome, Transport
+    from migas_logging.worker import Entry, Route
+
+__all__ = ["Sender"]
+
+_SPACING = 1.05
+
+
+class Sender:
+    """Builds and delivers entries (see the module docstring).
+
+    Args:
+        settings: the client's settings (endpoint, timeout, flush deadline).
+        policy: decides after each try.
+        report: reports an internal problem once (key, message, args).
+        transport_factory: makes a transport for an endpoint and a timeout.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        policy: DeliveryPolicy,
+        report: Callable[..., None],
+        transport_factory: Callable[[str, float], Transport] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self._report = report
+        self._transport_factory = transport_factory
+        self.listeners_notes: Callable[[], None] = lambda: None
+        self.run_over: Callable[[], bool] = lambda: False  # the parent's run ended
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._transport: Transport | None = None
+        self._context: Context | None = None
+        self._wake = threading.Event()
+        self.exit_deadline = 0.0  # while the process exits: its deadline (monotonic)
+        self.drop_queued = ""  # set when what waits behind cannot get through either
+        self.last_delivery: dict[str, float] = {}  # by project
+        self.prepared = threading.Event()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child opens its own connection."""
+        self._init_state()
+
+    def exit_at(self, deadline: float) -> None:
+        """The process exits: nothing may wait past ``deadline`` (the earliest given)."""
+        current = self.exit_deadline
+        self.exit_deadline = min(current, deadline) if current else deadline
+        self._wake.set()
+
+    def reserve(self) -> float:
+        """The part of the exit kept for the terminal breadcrumb, seconds."""
+        return min(self.settings.timeout, max(0.3, 0.4 * self.settings.flush_deadline))
+
+    def wake(self) -> None:
+        """Cut a wait short (an exit flush began, or the worker stops)."""
+        self._wake.set()
+
+    # --- preparing ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Import and build what a send needs, off the application's thread."""
+        from migas_logging.breadcrumb import default_redactor
+
+        try:
+            config.user_id_within(0)  # starts resolving on its own thread
+            default_redactor()
+            self.transport()
+        except Exception as exc:
+            self._report("warm", "migas worker could not prepare: %r", exc)
+        finally:
+            self.prepared.set()
+
+    def transport(self) -> Transport:
+        """The keep-alive transport of this process."""
+        if self._transport is None:
+            self._transport = self._make_transport(self.settings.timeout)
+        return self._transport
+
+    def _make_transport(self, timeout: float) -> Transport:
+        if self._transport_factory is not None:
+            return self._transport_factory(self.settings.endpoint, timeout)
+        from migas_logging.transport import Transport
+
+        return Transport(self.settings.endpoint, timeout)
+
+    def context(self, *, wait: bool) -> Context:
+        """The breadcrumb context; waits for the user id only when ``wait``, and never
+        once the process exits (an exit cuts the wait short)."""
+        if self._context is not None:
+            return self._context
+        user_id = config.user_id_within(0)
+        if wait and user_id is None:
+            end = time.monotonic() + min(self.settings.timeout, 5.0)
+            while user_id is None and not self.exit_deadline and time.monotonic() < end:
+                user_id = config.user_id_within(0.05)
+        ctx = config.detect_context(with_user_id=False, user_id=user_id)
+        if user_id is not None or config.optout():
+            self._context = ctx
+        return ctx
+
+    def build(self, route: Route, data: Any, suffix: str = "", *, wait: bool = True) -> Breadcrumb:
+        """The breadcrumb of one entry's data."""
+        crumb = route.build(data, self.context(wait=wait))
+        return crumb.with_suffix(suffix) if suffix else crumb
+
+    def write_early_notes(self) -> None:
+        """Let the listeners write what they noted on the application's thread."""
+        with contextlib.suppress(Exception):
+            self.listeners_notes()
+
+    # --- settling -------------------------------------------------------------------
+
+    def settle(self, entry: Entry, *, own_connection: bool = False) -> str:
+        """Deliver one entry, following the policy; ``"sent"`` or the drop reason.
+
+        During the exit, other breadcrumbs stop trying before the part of the deadline
+        kept for the terminal one (their tries end by then too), so that nothing of the
+        run is still on its way when the terminal breadcrumb leaves.
+        """
+        if config.optout():
+            return "optout"
+        if self.run_over() and not entry.terminal:
+            return "shutdown"
+        crumb = self.build(entry.route, entry.data, entry.suffix, wait=not entry.terminal)
+        entry.crumb = crumb
+        if entry.terminal:
+            self._space(crumb)
+        policy = self.policy
+        while True:
+            limit = self._limit(entry)
+            now = time.monotonic()
+            wait = policy.before_try(now, limit)
+            if wait is not None:
+                if wait.action == "done":
+                    self.drop_queued = wait.result if wait.drop_queued else ""
+                    return wait.result
+                self._sleep_until(wait.at)
+                continue
+            if (limit is not None and limit - now < 0.05) or (
+                self.run_over() and not entry.terminal
+            ):
+                return "shutdown"
+            entry.attempts += 1
+            outcome = self._send(crumb, entry.terminal, limit, own_connection)
+            entry.outcome = outcome
+            now = time.monotonic()
+            decision = policy.decide(
+                outcome, entry.attempts, now, limit, timed_out_before=entry.timed_out
+            )
+            if maybe_stored_by(outcome):
+                entry.timed_out = True
+                self.last_delivery[crumb.project] = now  # it may land: space after it too
+            self._tell(outcome, decision.result, entry.attempts)
+            if decision.action == "done":
+                if decision.result == "sent":
+                    self.last_delivery[crumb.project] = now
+                if decision.drop_queued:
+                    self.drop_queued = decision.result
+                return decision.result
+            if decision.action == "retry" and self._sleep_until(decision.at):
+                return decision.result
+
+    def _limit(self, entry: Entry) -> float | None:
+        """The time by which this entry's tries must end (None: no exit yet)."""
+        deadline = self.exit_deadline
+        if not deadline:
+            return None
+        return deadline if entry.terminal else deadline - self.reserve()
+
+    def _send(
+        self, crumb: Breadcrumb, terminal: bool, limit: float | None, own_connection: bool
+    ) -> Outcome:
+        """One try, never past ``limit``."""
+        remaining = (limit - time.monotonic()) if limit is not None else None
+        if not own_connection and (remaining is None or remaining >= self.settings.timeout):
+            return self.transport().send(crumb, wait=terminal)
+        timeout = self.settings.timeout if remaining is None else max(0.05, remaining)
+        transport = self._make_transport(min(self.settings.timeout, timeout))
+        try:
+            return transport.send(crumb, wait=terminal)
+        finally:
+            transport.close()
+
+    def _sleep_until(self, at: float) -> bool:
+        """Sleep until ``at``; True when an exit deadline that comes first cut it short."""
+        while True:
+            now = time.monotonic()
+            if at <= now:
+                return False
+            if self.exit_deadline and at > self.exit_deadline - self.reserve():
+                return True
+            self._wake.wait(min(at - now, 0.5))
+            self._wake.clear()
+
+    def _space(self, crumb: Breadcrumb) -> None:
+        """Leave a second after the project's latest delivery, if the deadline allows."""
+        last = self.last_delivery.get(crumb.project)
+        if not last:
+            return
+        now = time.monotonic()
+        deadline = self.exit_deadline or now + self.settings.flush_deadline
+        budget = max(0.0, deadline - now)
+        reserve = min(self.settings.timeout, max(0.3, 0.4 * budget))
+        gap = min(last + _SPACING - now, deadline - reserve - now)
+        if gap > 0:
+            time.sleep(gap)
+
+    def _tell(self, outcome: Outcome, result: str, attempts: int) -> None:
+        """Report the first outcome of each kind that a user should know of."""
+        kind = outcome.kind.value
+        if result == "server_refused":
+            self._report(
+                f"rejected:{outcome.status}",
+                "the migas server refused a breadcrumb (HTTP %s: %s); breadcrumbs like it "
+                "will be dropped",
+                outcome.status,
+                outcome.detail,
+            )
+        elif kind == "rate_limited":
+            self._report("429", "the migas server is rate limiting this address; pausing")
+        elif result == "error":
+            self._report("client", "migas-logging failed to send: %s", outcome.detail)
+        elif result in ("failed", "unreachable", "unconfirmed"):
+            self._report(
+                f"failed:{kind}",
+                "migas breadcrumb not delivered after %d tries (%s)",
+                attempts,
+                outcome.detail,
+            )
+        if self.policy.breaker.open_until > time.monotonic():
+            self._report(
+                "circuit",
+                "cannot reach the migas server at %s (%s); not trying for a while",
+                config.display_url(self.settings.endpoint),
+                outcome.detail,
+            )
