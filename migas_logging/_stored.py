@@ -39,9 +39,9 @@ WIDTHS = {
     "project_version": 12,
     "session_id": 8,
     "status": 6,
-    "status_desc": 44,
+    "status_desc": 60,
     "error_type": 16,
-    "error_desc": 32,
+    "error_desc": 40,
 }
 _FULL_UUID = re.compile(r"\{?[0-9A-Fa-f]{4}(?:-?[0-9A-Fa-f]{4}){7}\}?")
 
