@@ -334,7 +334,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser = _Parser(
         prog="migas-logging",
         description="Talk to a migas telemetry server, or run a local one. --endpoint, "
-        "--timeout and --json may come before or after the command.",
+        "--timeout and --json may come before or after the command (serve and demo "
+        "take --json only).",
         parents=[_options(json_only=False, top=True)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
