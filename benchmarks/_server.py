@@ -100,7 +100,8 @@ class _SinkHandler(BaseHTTPRequestHandler):
 def _serve(stdin: IO[str], stdout: IO[str]) -> None:
     from migas_logging.collector import LocalCollector
 
-    collector = LocalCollector(register=(PROJECT,)).start()
+    # No rate limit: the benchmarks send thousands of breadcrumbs a minute on purpose.
+    collector = LocalCollector(register=(PROJECT,), rate_limit=None).start()
     sink = _SinkServer()
     threading.Thread(
         target=sink.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -4,14 +4,20 @@ It starts a local collector on a free loopback port, configures logging with
 ``logging.config.dictConfig`` and a ``MigasHandler`` pointed at it, logs a few records
 (one below the handler's level, a warning, an error with an exception, and repeats that
 fold), flushes, and prints what the collector stored and the handler's accounting.
+The demo's user id is kept in a temporary ``XDG_CONFIG_HOME``, never in the real
+``~/.config/migas/user_id``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.config
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 PROJECT = "nipreps/migas-logging"
@@ -53,21 +59,44 @@ def _work(log: logging.Logger) -> None:
         log.error("registration failed for %s", subject)  # folds into one + a count
 
 
-def run_demo(*, as_json: bool = False, endpoint: str | None = None) -> int:
-    """Run the demo; returns an exit status (0 when the breadcrumbs arrived)."""
-    from migas_logging.cli import _table
+@contextlib.contextmanager
+def _private_config_home() -> Iterator[str]:
+    """Point ``XDG_CONFIG_HOME`` at a temporary directory, then restore it and remove that."""
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    with tempfile.TemporaryDirectory(prefix="migas-logging-demo-") as home:
+        os.environ["XDG_CONFIG_HOME"] = home
+        try:
+            yield home
+        finally:
+            if previous is None:
+                os.environ.pop("XDG_CONFIG_HOME", None)
+            else:
+                os.environ["XDG_CONFIG_HOME"] = previous
+
+
+def run_demo(*, as_json: bool = False) -> int:
+    """Run the demo; returns an exit status.
+
+    0 when the breadcrumbs arrived, or when ``MIGAS_OPTOUT`` is set (then nothing is
+    sent, and the output says so); 1 otherwise.
+    """
+    from migas_logging import config
+    from migas_logging._table import table
     from migas_logging.collector import LocalCollector
     from migas_logging.handler import MigasHandler
 
-    if endpoint:
-        print(
-            "migas-logging demo always runs its own local collector; --endpoint ignored",
-            file=sys.stderr,
-        )
     out = sys.stdout
-    with LocalCollector(register=(PROJECT,)) as collector:
+    optout = config.optout()
+    with _private_config_home(), LocalCollector(register=(PROJECT,)) as collector:
         if not as_json:
             print(f"1. local migas collector started at {collector.url}", file=out)
+            print(
+                "   (MIGAS_OPTOUT is set: the handler will send nothing and write nothing)"
+                if optout
+                else "   (the demo's user id goes to a temporary XDG_CONFIG_HOME, removed at "
+                "the end: your ~/.config/migas/user_id is not written)",
+                file=out,
+            )
             print(
                 "2. logging configured with dictConfig (console + MigasHandler at WARNING)",
                 file=out,
@@ -83,18 +112,21 @@ def run_demo(*, as_json: bool = False, endpoint: str | None = None) -> int:
         rows = collector.breadcrumbs(project=PROJECT)
         logging.getLogger().removeHandler(handler)
         handler.close()
-    ok = len(rows) >= 3 and stats["pending"] == 0
+    ok = optout or (len(rows) >= 3 and stats["pending"] == 0)
     if as_json:
+        result = {"collector": collector.url, "optout": optout, "breadcrumbs": rows}
+        print(json.dumps({**result, "stats": stats}, indent=2, default=str))
+    elif optout:
         print(
-            json.dumps(
-                {"collector": collector.url, "breadcrumbs": rows, "stats": stats},
-                indent=2,
-                default=str,
-            )
+            f"4. the collector stored {len(rows)} breadcrumbs: MIGAS_OPTOUT is set, so the "
+            "handler sent nothing (that is what opting out does; unset MIGAS_OPTOUT to see "
+            "the demo's breadcrumbs)",
+            file=out,
         )
+        print(f"5. the handler's accounting: {stats}", file=out)
     else:
         print(f"4. the collector stored {len(rows)} breadcrumbs:", file=out)
-        print(_table(rows, COLUMNS, width=100), file=out)
+        print(table(rows, COLUMNS, width=100), file=out)
         print(f"5. the handler's accounting: {stats}", file=out)
         print(
             "   (every record is sent, folded into a repeat count, or dropped with a reason)",

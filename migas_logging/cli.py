@@ -5,22 +5,29 @@
     migas-logging check OWNER/REPO VERSION
     migas-logging usage OWNER/REPO --start DATE [--end DATE] [--unique]
     migas-logging send OWNER/REPO VERSION [--status R|C|F|S] [--desc TEXT]
+    migas-logging stored [--project OWNER/REPO] [--session ID] [--status S] [--follow]
     migas-logging serve [--port N] [--db FILE] [--register OWNER/REPO ...]
     migas-logging demo
 
-Every command takes ``--endpoint URL`` (default ``MIGAS_ENDPOINT``, then the hosted
-server) and ``--json`` (machine-readable output instead of a table). A failure prints
-one line saying why on stderr and exits non-zero: 1 when the server said no or could not
-be reached, 2 for bad arguments or configuration.
+``check``, ``usage``, ``send`` and ``stored`` take ``--endpoint URL`` (default
+``MIGAS_ENDPOINT``, then the hosted server), ``--timeout SECONDS`` and ``--json``
+(machine-readable output instead of a table), before or after the command's name (after
+it, they win). ``serve`` and ``demo`` run their own server: they take ``--json`` only,
+and refuse the other two. A failure prints one line saying why on stderr and exits
+non-zero: 1 when the server said no or could not be reached, 2 for bad arguments or
+configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from migas_logging._version import __version__
 from migas_logging.exceptions import ConfigurationError, MigasError
@@ -28,29 +35,15 @@ from migas_logging.exceptions import ConfigurationError, MigasError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_EXTRA_HINT = "pip install 'migas-logging[collector]'"
+_DEFAULT_PROJECT = "nipreps/migas-logging"
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, width: int = 60) -> str:
-    """A plain text table, each column as wide as its widest cell (at most ``width``)."""
-    cells = [[str(c) for c in columns]]
-    for row in rows:
-        cells.append([_cell(row.get(c), width) for c in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: what is wrong, and where to look."""
 
-
-def _cell(value: Any, width: int = 60) -> str:
-    if value is None:
-        return ""
-    text = " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _pairs(result: dict[str, Any]) -> str:
-    width = max(len(k) for k in result)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in result.items())
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
 def _emit(args: argparse.Namespace, result: Any, text: str) -> None:
@@ -65,10 +58,73 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
     return code
 
 
+# --- argument types: a bad value is a one-line usage error ---------------------------
+
+
+def _seconds(text: str) -> float:
+    from migas_logging.config import resolve_timeout
+
+    try:
+        return resolve_timeout(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return value
+
+
+def _project(text: str) -> str:
+    from migas_logging.config import checked_project
+
+    try:
+        return checked_project(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _latest(text: str) -> tuple[str, str]:
+    project, sep, version = text.partition("=")
+    if not sep or not version.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not OWNER/REPO=VERSION")
+    return _project(project), version.strip()
+
+
+def _rate_limit(text: str) -> tuple[int, float] | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    count, sep, window = text.partition("/")
+    message = f"{text!r} is not N/SECONDS (for example 1000/60) or 'off'"
+    try:
+        requests, seconds = int(count), float(window) if sep else 60.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if requests < 1 or not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{message}: N must be at least 1, SECONDS above 0")
+    return requests, seconds
+
+
 # --- commands ---------------------------------------------------------------------
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from migas_logging._table import pairs
     from migas_logging.query import check_project
 
     result = check_project(
@@ -78,15 +134,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         raise_on_error=True,
     )
-    _emit(args, result, _pairs(result))
-    return (
-        EXIT_OK
-        if result["success"]
-        else _fail(result["message"] or "the server could not tell the latest version")
-    )
+    if not result["success"]:
+        if args.json:
+            _emit(args, result, "")
+        return _fail(result["message"] or "the server could not tell the latest version")
+    _emit(args, result, pairs(result))
+    return EXIT_OK
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
+    from migas_logging._table import pairs
     from migas_logging.query import get_usage
 
     result = get_usage(
@@ -98,13 +155,18 @@ def _cmd_usage(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         raise_on_error=True,
     )
-    _emit(args, result, _pairs(result))
-    return EXIT_OK if result["success"] else _fail(result["message"] or "no usage data")
+    if not result["success"]:
+        if args.json:
+            _emit(args, result, "")
+        return _fail(result["message"] or "no usage data")
+    _emit(args, result, pairs(result))
+    return EXIT_OK
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
     from migas_logging import breadcrumb as bc
     from migas_logging import config
+    from migas_logging._table import pairs
     from migas_logging.transport import Transport
 
     settings = config.Settings.resolve(args.endpoint, args.timeout)
@@ -135,95 +197,168 @@ def _cmd_send(args: argparse.Namespace) -> int:
         "message": outcome.detail,
         "breadcrumb": crumb.to_payload(),
     }
-    _emit(args, result, _pairs({k: v for k, v in result.items() if k != "breadcrumb"}))
-    return (
-        EXIT_OK if outcome.ok else _fail(f"not delivered ({outcome.kind.value}): {outcome.detail}")
-    )
+    if not outcome.ok:
+        if args.json:
+            _emit(args, result, "")
+        return _fail(f"not delivered ({outcome.kind.value}): {outcome.detail}")
+    _emit(args, result, pairs({k: v for k, v in result.items() if k != "breadcrumb"}))
+    return EXIT_OK
+
+
+def _cmd_stored(args: argparse.Namespace) -> int:
+    from migas_logging import config
+    from migas_logging._stored import StoredError, run_stored
+
+    endpoint = config.resolve_endpoint(args.endpoint)
+    if endpoint == config.DEFAULT_ENDPOINT:
+        raise ConfigurationError(
+            "stored reads a local collector (migas-logging serve), not the hosted server: "
+            "give --endpoint http://127.0.0.1:PORT or set MIGAS_ENDPOINT"
+        )
+    if args.follow_timeout is not None and not args.follow:
+        raise ConfigurationError("--follow-timeout goes with --follow")
+    try:
+        return run_stored(
+            endpoint=endpoint,
+            timeout=config.resolve_timeout(args.timeout),
+            project=args.project,
+            session=args.session,
+            status=args.status,
+            limit=args.limit,
+            follow=args.follow,
+            follow_timeout=args.follow_timeout,
+            as_json=args.json,
+        )
+    except StoredError as exc:
+        return _fail(str(exc))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from migas_logging.collector import serve_forever
 
-    rate = None
-    if args.rate_limit:
-        count, _, window = args.rate_limit.partition("/")
-        rate = (int(count), float(window or 60))
-    register = args.register or ["nipreps/migas-logging"]
-    latest: dict[str, str] = {}
-    for item in args.latest or []:
-        project, sep, version = item.partition("=")
-        if not sep or not version:
-            raise ConfigurationError(f"--latest {item!r} is not OWNER/REPO=VERSION")
-        latest[project] = version
+    register: list[str] = args.register or [_DEFAULT_PROJECT]
+    latest = dict(args.latest or [])
+    if args.db != ":memory:":
+        folder = os.path.dirname(os.path.abspath(args.db))
+        if not os.path.isdir(folder):
+            raise ConfigurationError(f"--db {args.db}: the directory {folder} does not exist")
 
     def ready(collector: Any) -> None:
-        info = {"url": collector.url, "db": args.db, "registered": register}
         if args.json:
+            info = {
+                "url": collector.url,
+                "db": args.db,
+                "registered": register,
+                "latest": latest,
+                "rate_limit": None if args.rate_limit is None else list(args.rate_limit),
+            }
             print(json.dumps(info), flush=True)
-        else:
-            print(f"migas collector listening on {collector.url}", flush=True)
-            print(f"  database: {args.db}", flush=True)
-            print(f"  projects: {', '.join(register)}", flush=True)
-            print(
-                f"  try:  MIGAS_ENDPOINT={collector.url} migas-logging send {register[0]} 1.0.0",
-                flush=True,
-            )
-
-    def ready_with_latest(collector: Any) -> None:
+            return
+        lines = [
+            f"migas collector listening on {collector.url}",
+            f"  database: {args.db}",
+            f"  projects: {', '.join(register)}",
+        ]
         for project, version in latest.items():
-            collector.register(project, latest=version)
-        ready(collector)
+            note = "" if project in register else " (not registered: its breadcrumbs are refused)"
+            lines.append(f"  latest release of {project}: {version}{note}")
+        if args.rate_limit_given:
+            limit = args.rate_limit
+            lines.append(
+                "  rate limit: off"
+                if limit is None
+                else f"  rate limit: {limit[0]} requests per {limit[1]:g} s per address"
+            )
+        lines.append(
+            f"  try:  MIGAS_ENDPOINT={collector.url} migas-logging send {register[0]} 1.0.0"
+        )
+        print("\n".join(lines), flush=True)
 
-    serve_forever(
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        register=register,
-        rate_limit=rate,
-        ready=ready_with_latest,
-    )
+    try:
+        serve_forever(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            register=register,
+            rate_limit=args.rate_limit,
+            latest=latest,
+            ready=ready,
+        )
+    except sqlite3.Error as exc:
+        return _fail(f"cannot use the database {args.db}: {exc}", EXIT_USAGE)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return _fail(f"cannot listen on {args.host}:{args.port}: {reason}", EXIT_USAGE)
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from migas_logging._demo import run_demo
 
-    return run_demo(as_json=args.json, endpoint=args.endpoint)
+    return run_demo(as_json=args.json)
 
 
 # --- parser -------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--endpoint",
-        help="server base URL (default: $MIGAS_ENDPOINT, then https://migas.nipreps.org)",
+def _options(*, json_only: bool, top: bool) -> _Parser:
+    """The shared options; in a command's parser they do not override earlier values."""
+    parent = _Parser(add_help=False)
+    default = {} if top else {"default": argparse.SUPPRESS}
+    if not json_only:
+        parent.add_argument(
+            "--endpoint",
+            metavar="URL",
+            help="server base URL (default: $MIGAS_ENDPOINT, then https://migas.nipreps.org)",
+            **({"default": None} if top else default),
+        )
+        parent.add_argument(
+            "--timeout",
+            type=_seconds,
+            metavar="SECONDS",
+            help="network timeout (default: $MIGAS_TIMEOUT, then 5)",
+            **({"default": None} if top else default),
+        )
+    parent.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of a table",
+        **({"default": False} if top else default),
     )
-    common.add_argument("--timeout", type=float, default=None, help="seconds (default 5)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parent
 
-    parser = argparse.ArgumentParser(
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    net = _options(json_only=False, top=False)
+    json_only = _options(json_only=True, top=False)
+    parser = _Parser(
         prog="migas-logging",
-        description="Talk to a migas telemetry server, or run a local one.",
-        parents=[common],
+        description="Talk to a migas telemetry server, or run a local one. --endpoint, "
+        "--timeout and --json may come before or after the command (serve and demo "
+        "take --json only).",
+        parents=[_options(json_only=False, top=True)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, argparse.ArgumentParser] = {}
 
-    p = sub.add_parser("check", parents=[common], help="is this version flagged, what is latest?")
+    p = commands["check"] = sub.add_parser(
+        "check", parents=[net], help="is this version flagged, what is latest?"
+    )
     p.add_argument("project", metavar="OWNER/REPO")
     p.add_argument("version", metavar="VERSION")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("usage", parents=[common], help="count a project's uses")
+    p = commands["usage"] = sub.add_parser("usage", parents=[net], help="count a project's uses")
     p.add_argument("project", metavar="OWNER/REPO")
     p.add_argument("--start", required=True, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
-    p.add_argument("--end", default=None, help="default: now")
+    p.add_argument("--end", default=None, help="default: now; not before --start")
     p.add_argument("--unique", action="store_true", help="count distinct users")
     p.set_defaults(func=_cmd_usage)
 
-    p = sub.add_parser("send", parents=[common], help="send one breadcrumb and wait for it")
+    p = commands["send"] = sub.add_parser(
+        "send", parents=[net], help="send one breadcrumb and wait for it"
+    )
     p.add_argument("project", metavar="OWNER/REPO")
     p.add_argument("version", metavar="VERSION")
     p.add_argument("--status", choices=["R", "C", "F", "S"], default="R")
@@ -232,37 +367,96 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-desc", default=None)
     p.set_defaults(func=_cmd_send)
 
-    p = sub.add_parser("serve", parents=[common], help="run a local migas-compatible collector")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = commands["stored"] = sub.add_parser(
+        "stored",
+        parents=[net],
+        help="show what a local collector stored (--follow: as it arrives)",
+        description="Show the breadcrumbs a local collector (migas-logging serve) stored, "
+        "oldest first, and note the ones it refused. The hosted server cannot be read so.",
+    )
+    p.add_argument("--project", metavar="OWNER/REPO", help="only this project's")
+    p.add_argument("--session", metavar="ID", help="only this session's (or its first characters)")
+    p.add_argument("--status", choices=["R", "C", "F", "S"], help="only this status")
+    p.add_argument("--limit", type=_count, metavar="N", help="at most N rows, then stop")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new breadcrumbs as they arrive, until Ctrl-C",
+    )
+    p.add_argument(
+        "--follow-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --follow: stop after this long (exit 1 if --limit rows had not come)",
+    )
+    p.set_defaults(func=_cmd_stored)
+
+    p = commands["serve"] = sub.add_parser(
+        "serve",
+        parents=[json_only],
+        help="run a local migas-compatible collector",
+        description="Run a local migas-compatible collector until Ctrl-C or SIGTERM.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, default=8080, help="port to listen on (default 8080; 0: any free)"
+    )
     p.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
     p.add_argument(
         "--register",
         action="append",
+        type=_project,
         metavar="OWNER/REPO",
         help="a project to accept (repeatable; default nipreps/migas-logging)",
     )
     p.add_argument(
         "--latest",
         action="append",
+        type=_latest,
         metavar="OWNER/REPO=VERSION",
-        help="the latest version check_project reports for a project (repeatable)",
+        help="the latest release check_project reports for a project (repeatable; "
+        "it does not register the project)",
     )
     p.add_argument(
         "--rate-limit",
-        default=None,
+        type=_rate_limit,
+        default=argparse.SUPPRESS,
         metavar="N/SECONDS",
-        help="answer 429 past N requests per window, like the real server",
+        help="answer 429 past N requests per window and address (default 1000/60, the "
+        "real server's; 'off': no limit)",
     )
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser(
+    p = commands["demo"] = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=[json_only],
         help="start a local collector, log through dictConfig, show what arrived",
     )
     p.set_defaults(func=_cmd_demo)
-    return parser
+    return parser, commands
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; usage errors exit with status 2 and one line on stderr."""
+    parser, commands = _parser()
+    args, extra = parser.parse_known_args(argv)
+    command = commands[args.command]
+    if extra:
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("serve", "demo"):
+        for option in ("endpoint", "timeout"):
+            if getattr(args, option, None) is not None:
+                command.error(
+                    f"--{option} is not an option of {args.command}: it runs its own server"
+                )
+    if args.command == "serve":
+        args.rate_limit_given = "rate_limit" in vars(args)
+        if not args.rate_limit_given:
+            from migas_logging.collector import DEFAULT_RATE_LIMIT
+
+            args.rate_limit = DEFAULT_RATE_LIMIT
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,8 +464,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     .. versionadded:: 0.1.0
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except ImportError as exc:
+        return _fail(_import_message(exc), EXIT_USAGE)
     try:
         code: int = args.func(args)
     except ConfigurationError as exc:
@@ -279,12 +477,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigasError as exc:
         return _fail(str(exc))
     except ImportError as exc:
-        return _fail(
-            f"{exc} (install the extra: pip install 'migas-logging[collector]')", EXIT_USAGE
-        )
+        return _fail(_import_message(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _import_message(exc: ImportError) -> str:
+    message = str(exc)
+    return message if _EXTRA_HINT in message else f"{message} (install the extra: {_EXTRA_HINT})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,14 @@ Nothing heavy is imported here: the collector (and graphql-core, the optional ex
 ``migas-logging[collector]`` it needs) is imported only when a test asks for one of the
 fixtures, so merely having ``migas-logging`` installed never slows down or breaks
 anyone's pytest run.
+
+The ini option ``migas_register`` names the projects (``owner/repo``, separated by spaces
+or lines) that the ``migas_collector`` fixture registers besides
+``nipreps/migas-logging``: a collector refuses the breadcrumbs of any other project, as
+a real server does::
+
+    [pytest]
+    migas_register = myorg/mytool
 """
 
 from __future__ import annotations
@@ -17,6 +25,34 @@ if TYPE_CHECKING:
     from migas_logging.collector import LocalCollector
 
 __all__ = ["migas_collector", "migas_collector_factory"]
+
+_DEFAULT_PROJECT = "nipreps/migas-logging"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the ini option ``migas_register``."""
+    parser.addini(
+        "migas_register",
+        type="args",
+        default=[],
+        help="projects (owner/repo) the migas_collector fixture registers, besides "
+        f"{_DEFAULT_PROJECT}",
+    )
+
+
+def _projects_to_register(config: pytest.Config) -> list[str]:
+    """The ``migas_register`` projects, checked (a bad name is a usage error)."""
+    from migas_logging.config import checked_project
+    from migas_logging.exceptions import ConfigurationError
+
+    try:
+        names = config.getini("migas_register")
+    except ValueError:  # the fixtures imported without the plugin: no ini option
+        return []
+    try:
+        return [checked_project(name) for name in names]
+    except ConfigurationError as exc:
+        raise pytest.UsageError(f"migas_register: {exc}") from None
 
 
 @pytest.fixture
@@ -56,12 +92,17 @@ def migas_collector_factory() -> Iterator[Callable[..., LocalCollector]]:
 
 @pytest.fixture
 def migas_collector(
-    migas_collector_factory: Callable[..., LocalCollector], monkeypatch: pytest.MonkeyPatch
+    migas_collector_factory: Callable[..., LocalCollector],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> LocalCollector:
     """A started local migas collector, with ``MIGAS_ENDPOINT`` pointing at it.
 
-    The project ``nipreps/migas-logging`` is registered; register others with
-    ``migas_collector.register("owner/repo")``. ``MIGAS_ENDPOINT`` is set to
+    The projects of the ini option ``migas_register`` and ``nipreps/migas-logging`` are
+    registered; register others with ``migas_collector.register("owner/repo")``. Like a
+    real server, it refuses every other project, and answers ``429`` past 1,000
+    requests a minute. If ``wait_for`` times out, its message says what the collector
+    refused, and why. ``MIGAS_ENDPOINT`` is set to
     ``migas_collector.url`` and ``MIGAS_OPTOUT`` is removed for the test's duration; the
     collector is stopped afterwards. The process's delivery pipeline is reset before and
     after the test, so handlers made in the test send to this collector. Read what
@@ -76,7 +117,8 @@ def migas_collector(
 
     Needs ``migas-logging[collector]`` (graphql-core).
     """
-    collector = migas_collector_factory()
+    register = [_DEFAULT_PROJECT, *_projects_to_register(request.config)]
+    collector = migas_collector_factory(register=tuple(dict.fromkeys(register)))
     monkeypatch.setenv("MIGAS_ENDPOINT", collector.url)
     monkeypatch.delenv("MIGAS_OPTOUT", raising=False)
     return collector

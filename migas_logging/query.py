@@ -88,6 +88,13 @@ def _format_date(value: DateLike, name: str) -> str:
     )
 
 
+def _instant(formatted: str) -> _dt.datetime:
+    """The UTC instant of a date as :func:`_format_date` gives it (a date is its midnight)."""
+    if len(formatted) == 10:
+        return _dt.datetime.fromisoformat(formatted)
+    return _dt.datetime.fromisoformat(formatted[:-1])
+
+
 def _error_for(outcome: Outcome, url: str) -> MigasRequestError:
     kind = outcome.kind
     message = outcome.detail or kind.value
@@ -223,7 +230,8 @@ def get_usage(
         ``{"hits": int, "unique": bool, "success": bool, "message": str}``.
 
     Raises:
-        ConfigurationError: a bad project, date, endpoint or timeout, before any request.
+        ConfigurationError: a bad project, date (or ``start`` after ``end``), endpoint or
+            timeout, before any request.
         MigasError: with ``raise_on_error=True``, when the call did not succeed.
 
     .. versionadded:: 0.1.0
@@ -236,6 +244,10 @@ def get_usage(
     }
     if end is not None:
         variables["end"] = _format_date(end, "end")
+        if _instant(variables["start"]) > _instant(variables["end"]):
+            raise ConfigurationError(
+                f"start {start!r} is after end {end!r}: the period would be empty"
+            )
     result, error = _call(GET_USAGE, variables, "get_usage", endpoint=endpoint, timeout=timeout)
     if error is not None:
         if raise_on_error:

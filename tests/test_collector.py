@@ -297,9 +297,9 @@ class TestBreadcrumbFields:
         assert (first["platform"], first["container"]) == ("darwin", "docker")
         assert (second["platform"], second["container"], second["user_id"]) == (None, None, None)
 
-    @pytest.mark.parametrize("value", ["true", 1, None, "yes"])
-    def test_is_ci_must_be_a_json_boolean(self, collector, http, value):
-        """``ctx.is_ci`` that is not a JSON boolean answers 422."""
+    @pytest.mark.parametrize("value", [None, "maybe", 2, 0.5, [True], {}])
+    def test_is_ci_must_be_a_boolean(self, collector, http, value):
+        """``ctx.is_ci`` that pydantic cannot read as a boolean answers 422."""
         response = post(http, collector, crumb(ctx={"is_ci": value}))
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["body", "ctx", "is_ci"]
@@ -604,7 +604,7 @@ class TestGraphQL:
         assert response.json() == {"data": {"add_breadcrumb": ACCEPTED}}
         row = only_row(collector)
         assert (row["status"], row["error_type"], row["via"]) == ("F", "KeyError", "graphql")
-        assert (row["platform"], row["container"], row["user_type"]) == (None, None, "general")
+        assert (row["platform"], row["container"], row["user_type"]) == (None, None, None)
 
     def test_add_breadcrumb_with_variables(self, collector, http):
         """The mutation with variables stores every field given."""
@@ -731,13 +731,18 @@ class TestUsageEndpoint:
         )
         assert response.status_code == 403
 
-    def test_unknown_project_is_404(self, collector, http):
-        """An unknown project: 404."""
-        response = http.get(
-            collector.url + "/api/usage/nobody/nothing",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        assert response.status_code == 404
+    def test_unknown_project_is_404_for_a_master_token(self, http):
+        """An unknown project: 404, to a master token (any other token gets 403 first)."""
+        with LocalCollector(tokens={"master": "root"}) as c:
+            response = http.get(
+                c.url + "/api/usage/nobody/nothing", headers={"Authorization": "Bearer root"}
+            )
+            assert response.status_code == 404
+            assert response.json() == {"detail": "Project nobody/nothing not found."}
+            response = http.get(
+                c.url + f"/api/usage/{PROJECT}", headers={"Authorization": "Bearer root"}
+            )
+            assert (response.status_code, response.json()) == (200, [])
 
 
 class TestConnections:
@@ -1039,6 +1044,49 @@ class TestCollectorAPI:
         with pytest.raises(TimeoutError, match="1 stored"):
             collector.wait_for(2, timeout=0.2)
 
+    def test_wait_for_says_what_was_refused_and_how_to_register(self, collector, http):
+        """A timeout names the refusals: status, reason, project, and how to register."""
+        post(http, collector, crumb(project="myorg/mytool"))
+        post(http, collector, crumb(project="myorg/mytool"))
+        with pytest.raises(TimeoutError) as caught:
+            collector.wait_for(1, timeout=0.2)
+        message = str(caught.value)
+        assert (
+            "the collector REFUSED 2 breadcrumb(s): 2 answered 400 'Project is not registered.' "
+            "for project 'myorg/mytool' (register myorg/mytool: collector.register('owner/repo')"
+        ) in message
+        assert "migas_register" in message
+
+    def test_refused_lists_refusals_of_both_endpoints(self, collector, http):
+        """refused(): REST 4xx answers and GraphQL mutations for unregistered projects."""
+        post(http, collector, crumb(project="myorg/mytool"))
+        post(http, collector, crumb(proc={"status": "X"}))
+        variables = {"project": "some/one", "version": "1", "ctx": {}, "proc": {}}
+        gql(http, collector, ADD_BREADCRUMB, variables)
+        refused = collector.refused()
+        assert [(r["project"], r["status"], r["via"]) for r in refused] == [
+            ("myorg/mytool", 400, "rest"),
+            (PROJECT, 422, "rest"),
+            ("some/one", None, "graphql"),
+        ]
+        assert refused[1]["reason"].startswith("body.proc.status: Input should be")
+        assert [r["project"] for r in collector.refused(project="some/one")] == ["some/one"]
+        assert http.get(collector.url + "/_collector/refused").json() == refused
+        assert collector.stats()["refused"] == 3
+        collector.reset()
+        assert collector.refused() == []
+
+    def test_filters_by_status_and_after(self, collector, http):
+        """breadcrumbs(status=) and /_collector/breadcrumbs?status=&after= filter."""
+        for status in ("R", "F", "R"):
+            post(http, collector, crumb(proc={"status": status}), wait=True)
+        assert [r["seq"] for r in collector.breadcrumbs(status="R")] == [1, 3]
+        url = collector.url + "/_collector/breadcrumbs"
+        assert [r["seq"] for r in http.get(url, params={"after": 1}).json()] == [2, 3]
+        answer = http.get(url, params={"after": 1, "status": "R"}).json()
+        assert [r["seq"] for r in answer] == [3]
+        assert http.get(url, params={"after": "x"}).status_code == 422
+
     def test_filters_by_project_and_session(self, collector, http):
         """breadcrumbs() filters by project and by session id."""
         session = str(uuid.uuid4())
@@ -1102,6 +1150,32 @@ class TestCollectorAPI:
             assert post(http, second, crumb()).status_code == 202  # still registered
             rows = second.breadcrumbs()
         assert [r["seq"] for r in rows] == [1, 2]
+
+    def test_sqlite_file_of_an_older_collector_is_migrated(self, tmp_path, http):
+        """A file whose user_type was NOT NULL keeps its rows and takes crumbs without users."""
+        import sqlite3
+
+        db = str(tmp_path / "old.sqlite")
+        old = sqlite3.connect(db)
+        old.executescript(
+            """CREATE TABLE breadcrumbs (id INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER NOT NULL UNIQUE, timestamp TEXT NOT NULL, project TEXT NOT NULL,
+            project_version TEXT NOT NULL, language TEXT NOT NULL,
+            language_version TEXT NOT NULL, user_id TEXT, session_id TEXT,
+            user_type TEXT NOT NULL, platform TEXT, container TEXT, is_ci INTEGER NOT NULL,
+            status TEXT NOT NULL, status_desc TEXT, error_type TEXT, error_desc TEXT,
+            via TEXT NOT NULL, client TEXT);
+            INSERT INTO breadcrumbs (seq, timestamp, project, project_version, language,
+            language_version, user_type, is_ci, status, via) VALUES (1,
+            '2024-01-01T00:00:00Z', 'nipreps/migas-logging', '1.0', 'python', '3.11',
+            'general', 0, 'C', 'rest');"""
+        )
+        old.close()
+        with LocalCollector(db=db) as c:
+            body = crumb(ctx={"user_id": None})
+            assert post(http, c, body, wait=True).status_code == 200
+            rows = c.breadcrumbs()
+        assert [(r["seq"], r["user_type"]) for r in rows] == [(1, "general"), (2, None)]
 
     def test_restart_serves_on_the_same_port(self, http):
         """stop() then start() serves again on the same port (a server coming back)."""
@@ -1183,3 +1257,54 @@ class TestPytestPlugin:
         )
         result = pytester.runpytest_subprocess("-p", "migas_logging.pytest_plugin")
         result.assert_outcomes(passed=2)
+
+    def _run_plugin(self, pytester, monkeypatch, ini: str) -> Any:
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        paths = [str(_repo_root()), os.environ.get("PYTHONPATH", "")]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+        pytester.makeini(ini)
+        pytester.makepyfile(
+            """
+            import json, os, urllib.error, urllib.request
+
+            def test_my_project(migas_collector):
+                req = urllib.request.Request(
+                    os.environ["MIGAS_ENDPOINT"] + "/api/breadcrumb",
+                    data=json.dumps({"project": "myorg/mytool",
+                                     "project_version": "1.0"}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    urllib.request.urlopen(req, timeout=5)
+                except urllib.error.HTTPError:
+                    pass  # a client never raises: it would count the refusal
+                assert len(migas_collector.wait_for(1, timeout=1)) == 1
+            """
+        )
+        return pytester.runpytest_subprocess("-p", "migas_logging.pytest_plugin")
+
+    def test_migas_register_ini_option(self, pytester, monkeypatch):
+        """``migas_register`` in the ini file registers the project under test."""
+        result = self._run_plugin(
+            pytester, monkeypatch, "[pytest]\nmigas_register = myorg/mytool\n"
+        )
+        result.assert_outcomes(passed=1)
+
+    def test_unregistered_project_fails_saying_so(self, pytester, monkeypatch):
+        """Without it, wait_for fails saying the server answered 400 and how to register."""
+        result = self._run_plugin(pytester, monkeypatch, "[pytest]\n")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                (
+                    "*REFUSED 1 breadcrumb(s): 1 answered 400 'Project is not registered.'*"
+                    "*myorg/mytool*migas_register = owner/repo*"
+                )
+            ]
+        )
+
+    def test_migas_register_bad_name_is_a_usage_error(self, pytester, monkeypatch):
+        """A name that is not owner/repo fails loudly, naming the option."""
+        result = self._run_plugin(pytester, monkeypatch, "[pytest]\nmigas_register = fmriprep\n")
+        result.stdout.fnmatch_lines(["*migas_register: project 'fmriprep' is not of the form*"])
+        assert result.ret != 0

@@ -173,6 +173,27 @@ class TestGetUsage:
             query.get_usage(PROJECT, bad, endpoint=collector.url)  # type: ignore[arg-type]
         assert [] == collector.requests()
 
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            ("2027-01-01", "2024-01-01"),
+            ("2024-01-01T00:00:01Z", "2024-01-01"),
+            (dt.date(2024, 1, 2), dt.datetime(2024, 1, 1, 23, 59, tzinfo=dt.timezone.utc)),
+        ],
+    )
+    def test_start_after_end_fails_before_any_request(
+        self, collector: LocalCollector, start: object, end: object
+    ) -> None:
+        """A period that ends before it starts is a ConfigurationError, not ``hits: 0``."""
+        with pytest.raises(ConfigurationError, match="is after end"):
+            query.get_usage(PROJECT, start, end, endpoint=collector.url)  # type: ignore[arg-type]
+        assert [] == collector.requests()
+
+    def test_start_equal_to_end_is_a_period(self, collector: LocalCollector) -> None:
+        """The same day as start and end is allowed (the server's bounds are inclusive)."""
+        result = query.get_usage(PROJECT, "2024-01-01", "2024-01-01", endpoint=collector.url)
+        assert result["success"]
+
     def test_untracked_project(self, collector: LocalCollector) -> None:
         """An untracked project: success False and the server's message."""
         result = query.get_usage("someone/else", "2024-01-01", endpoint=collector.url)

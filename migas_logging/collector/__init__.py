@@ -28,6 +28,20 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "install it with: pip install 'migas-logging[collector]'"
     ) from exc
 
-from ._server import FAULT_KINDS, LocalCollector, RequestRecord, free_port, serve_forever
+from ._server import (
+    DEFAULT_RATE_LIMIT,
+    FAULT_KINDS,
+    LocalCollector,
+    RequestRecord,
+    free_port,
+    serve_forever,
+)
 
-__all__ = ["FAULT_KINDS", "LocalCollector", "RequestRecord", "free_port", "serve_forever"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "FAULT_KINDS",
+    "LocalCollector",
+    "RequestRecord",
+    "free_port",
+    "serve_forever",
+]

@@ -18,13 +18,13 @@ HTTP body.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from graphql import GraphQLSchema, build_schema, graphql_sync
 
 from ._store import TIMESTAMP_FORMAT, CrumbIn, ProjectInfo, utc_now
 
-__all__ = ["SDL", "Backend", "execute", "parse_datetime", "schema"]
+__all__ = ["SDL", "Backend", "Fetched", "execute", "parse_datetime", "parse_version", "schema"]
 
 SDL = '''
 """Date and time information in UTC, compliant with ISO-8601"""
@@ -37,6 +37,9 @@ scalar JSON @specifiedBy(url: "https://ecma-international.org/wp-content/uploads
 
 """String value that safely coerces non-string types"""
 scalar SafeStr
+
+"""Version information (PEP440 compliant)"""
+scalar Version
 
 enum Status {
   R
@@ -90,6 +93,37 @@ input ProcessInput {
   error_desc: SafeStr = null
 }
 
+input ProjectInput {
+  """GitHub project in the form of 'owner/repo'"""
+  project: String!
+  """Project version being used"""
+  project_version: Version!
+  """Programming language of project"""
+  language: String!
+  """Programming language version"""
+  language_version: Version!
+  """Unique identifier for telemetry session"""
+  session_id: String = null
+  """Unique identifier for migas client"""
+  user_id: String = null
+  """Identifier of user role"""
+  user_type: User! = general
+  """Client platform type"""
+  platform: String! = "unknown"
+  """Check if client pings from inside a container"""
+  container: Container! = unknown
+  """Client is pinging from continous integration"""
+  is_ci: Boolean! = false
+  """For timeseries pings, the current process status"""
+  status: Status! = R
+  """Description of status ping"""
+  status_desc: SafeStr = null
+  """Type of error encountered"""
+  error_type: SafeStr = null
+  """Description of error"""
+  error_desc: SafeStr = null
+}
+
 type CheckProjectResult {
   success: Boolean!
   latest: String!
@@ -125,6 +159,7 @@ type Mutation {
     ctx: ContextInput!
     proc: ProcessInput!
   ): BreadcrumbResult!
+  add_project(p: ProjectInput!): JSON!
 }
 '''
 
@@ -144,11 +179,26 @@ _STATUS = {
 }
 
 
+class Fetched(TypedDict):
+    """What the server's ``fetch_project_info`` returns."""
+
+    bad_versions: list[str]
+    cached: bool
+    success: bool
+    version: str
+
+
 class Backend(Protocol):
     """What the GraphQL resolvers need from the collector."""
 
     def project(self, project: str) -> ProjectInfo | None:
         """Return what is known of ``project``."""
+
+    def fetch(self, project: str) -> Fetched:
+        """Return what the server would learn of ``project``'s releases (GitHub, cached)."""
+
+    def refused(self, crumb: dict[str, Any], reason: str, *, via: str) -> None:
+        """Record a breadcrumb refused before ingestion (for the tests' messages)."""
 
     def projects(self) -> list[str]:
         """Return the registered projects."""
@@ -186,6 +236,23 @@ def _serialize_datetime(value: Any) -> str:
     raise TypeError(f"DateTime cannot represent {value!r}")
 
 
+def parse_version(value: Any) -> str:
+    """Parse a ``Version`` input like the server (PEP 440, normalised).
+
+    Without the ``packaging`` distribution the version is kept as sent.
+
+    Raises:
+        ValueError: ``Invalid version: ...`` for a version PEP 440 does not allow.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"Invalid version: {value!r}")
+    try:
+        from packaging.version import Version
+    except ImportError:  # pragma: no cover - packaging comes with pip and pytest
+        return value
+    return str(Version(value))
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -200,6 +267,7 @@ def _build() -> GraphQLSchema:
         "DateTime": (parse_datetime, _serialize_datetime),
         "JSON": (_identity, _identity),
         "SafeStr": (_safe_str, _safe_str),
+        "Version": (parse_version, _safe_str),
     }
     for name, (parse, serialize) in scalars.items():
         scalar: Any = built.type_map[name]
@@ -226,14 +294,11 @@ class _Root:
         return self._backend.projects()
 
     def check_project(self, _info: Any, project: str, project_version: str) -> dict[str, Any]:
-        # The collector is offline: what GitHub would say comes from its configuration.
-        known = self._backend.project(project)
-        latest = None if known is None else known.latest
-        bad = () if known is None else known.bad_versions
+        fetched = self._backend.fetch(project)
         return {
-            "success": latest is not None,
-            "latest": "unknown" if latest is None else latest,
-            "flagged": project_version in bad,
+            "success": fetched["success"],
+            "latest": fetched["version"],
+            "flagged": project_version in fetched["bad_versions"],
             "message": "",
         }
 
@@ -271,6 +336,8 @@ class _Root:
             return {"success": False, "message": ""}
         known = self._backend.project(project)
         if known is None or not known.registered:
+            refused = {"project": project, "project_version": project_version}
+            self._backend.refused(refused, "Project is not yet registered.", via="graphql")
             return {"success": False, "message": "Project is not yet registered."}
         crumb: CrumbIn = {
             "project": project,
@@ -280,7 +347,7 @@ class _Root:
             "language_version": language_version,
             "user_id": ctx.get("user_id"),
             "session_id": ctx.get("session_id"),
-            "user_type": ctx.get("user_type", "general"),
+            "user_type": "general",  # the mutation does not pass ctx.user_type on
             "platform": ctx.get("platform", "unknown"),
             "container": ctx.get("container", "unknown"),
             "is_ci": bool(ctx.get("is_ci", False)),
@@ -292,6 +359,42 @@ class _Root:
         # The server answers before ingesting (a background task): success either way.
         self._backend.ingest(crumb, via="graphql", client=self._client)
         return {"success": True, "message": ""}
+
+    def add_project(self, _info: Any, *, p: dict[str, Any]) -> dict[str, Any]:
+        """The mutation of older clients (migas-py 0.4): a breadcrumb plus check_project."""
+        project = p["project"]
+        if not project or "/" not in project:
+            return {"success": False}
+        known = self._backend.project(project)
+        if known is None or not known.registered:
+            refused = {"project": project, "project_version": p["project_version"]}
+            self._backend.refused(refused, "Project is not registered.", via="graphql")
+            return {"success": False}
+        crumb: CrumbIn = {
+            "project": project,
+            "project_version": p["project_version"],  # PEP 440, normalised by the scalar
+            "language": p["language"],
+            "language_version": p["language_version"],
+            "user_id": p.get("user_id"),
+            "session_id": p.get("session_id"),
+            "user_type": p.get("user_type", "general"),  # this one passes it on
+            "platform": p.get("platform", "unknown"),
+            "container": p.get("container", "unknown"),
+            "is_ci": bool(p.get("is_ci", False)),
+            "status": _STATUS[p.get("status", "R")],
+            "status_desc": p.get("status_desc"),
+            "error_type": p.get("error_type"),
+            "error_desc": p.get("error_desc"),
+        }
+        fetched = self._backend.fetch(project)
+        self._backend.ingest(crumb, via="graphql", client=self._client)
+        return {
+            "bad_versions": fetched["bad_versions"],
+            "cached": fetched["cached"],
+            "latest_version": fetched["version"],
+            "message": "",
+            "success": fetched["success"],
+        }
 
 
 def execute(

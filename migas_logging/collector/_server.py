@@ -25,17 +25,23 @@ answers. The endpoints check in the order of the real server (FastAPI + strawber
     ``400``, then ingestion: ``202``, or with ``?wait=true`` ``200``/``500``. Ingestion is
     done before answering, so a test sees the row as soon as the client has its answer.
 ``POST /graphql``
-    body parsing (``400``, plain text, as strawberry), rate limit and size (``429``/``413``
-    in GraphQL's error shape; when both apply the size wins, as in the server's
-    extension), then the operation (``200``).
+    body parsing (``400``, plain text, as strawberry), rate limit then size
+    (``429``/``413`` in GraphQL's error shape, as the server's extension), then the
+    operation (``200``).
+``GET /api/usage/{owner}/{repo}``
+    the bearer token (``401``), its scope (``403``), the project (``404``), then the
+    dashboard rows.
+``GET /``
+    a small HTML page (``200``), where the real server serves its home page.
 
-Rate-limit windows are kept per client address (the last ``X-Forwarded-For`` entry when
+The rate limit is on by default, with the real server's defaults (1,000 requests per
+60 s); windows are kept per client address (the last ``X-Forwarded-For`` entry when
 one is sent, as behind the real server's load balancer), shared by both endpoints; every
 request that reaches the check counts, including the rejected ones.
 
 Collector-only endpoints (not part of migas): ``GET /_collector/breadcrumbs`` (stored rows,
-optionally ``?project=`` and ``?session_id=``), ``GET /_collector/lost`` and
-``GET /_collector/stats``.
+optionally ``?project=``, ``?session_id=``, ``?status=`` and ``?after=SEQ``),
+``GET /_collector/lost``, ``GET /_collector/refused`` and ``GET /_collector/stats``.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,19 +79,39 @@ from ._store import (
     utc_now,
 )
 
-__all__ = ["FAULT_KINDS", "LocalCollector", "RequestRecord", "free_port", "serve_forever"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "FAULT_KINDS",
+    "LocalCollector",
+    "RequestRecord",
+    "free_port",
+    "serve_forever",
+]
 
 #: The header every answer of a migas 0.9 server carries.
 BACKEND_HEADER: Final = ("X-Backend-Server", "migas@0.9")
+#: The other headers of every answer (a production server without geolocation).
+_OTHER_HEADERS: Final = (("X-Backend-Geolocation", "false"), ("X-Backend-Mode", "production"))
+#: The real server's rate limit: 1,000 requests per 60 s per client address.
+DEFAULT_RATE_LIMIT: Final = (1000, 60.0)
 #: The kinds accepted by :meth:`LocalCollector.fault`.
 FAULT_KINDS: Final = frozenset({"delay", "hang", "status", "garbage", "close"})
 
 _REST_PATH = "/api/breadcrumb"
 _GRAPHQL_PATH = "/graphql"
 _USAGE_PREFIX = "/api/usage/"
+_MASTER = "master"  # a token of this project may read every project's usage
+_HOME_PAGE = (
+    "<!DOCTYPE html><html><head><title>migas</title></head><body>"
+    "<h1>migas</h1><p>A local migas-compatible collector (migas-logging). "
+    'Stored breadcrumbs: <a href="/_collector/breadcrumbs">/_collector/breadcrumbs</a>.'
+    "</p></body></html>"
+)
+_CHECK_CACHE_SECONDS = 6 * 3600  # how long the server caches what GitHub said
 _DEBUG_ENDPOINTS: Final = {  # collector-only: path -> method of LocalCollector
     "/_collector/breadcrumbs": "_debug_breadcrumbs",
     "/_collector/lost": "_debug_lost",
+    "/_collector/refused": "_debug_refused",
     "/_collector/stats": "_debug_stats",
 }
 _LOG_LIMIT = 50_000  # entries kept in the request log and the lost list
@@ -261,10 +287,23 @@ class _Validator:
         return choices[0]
 
     def boolean(self, data: dict[str, Any], key: str, loc: list[Any]) -> bool:
+        """Pydantic's lax boolean: JSON booleans, 0 and 1, and words such as ``"yes"``."""
         value = data.get(key, False)
         if isinstance(value, bool):
             return value
-        self.error("bool_type", [*loc, key], "Input should be a valid boolean", value)
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, (int, float, str)):
+            self.error(
+                "bool_parsing",
+                [*loc, key],
+                "Input should be a valid boolean, unable to interpret input",
+                value,
+            )
+        else:
+            self.error("bool_type", [*loc, key], "Input should be a valid boolean", value)
         return False
 
 
@@ -299,7 +338,7 @@ def validate_breadcrumb(body: Any) -> tuple[CrumbIn | None, list[dict[str, Any]]
     ctx = v.obj(data.get("ctx", {}), loc) or {}
     user_id = v.text(ctx, "user_id", loc, default=None, null=True)
     session_id = v.text(ctx, "session_id", loc, default=None, null=True)
-    user_type = v.choice(ctx, "user_type", loc, ("general", "dev", "ci"))
+    v.choice(ctx, "user_type", loc, ("general", "dev", "ci"))  # checked, then not passed on
     platform = v.text(ctx, "platform", loc, default="unknown", null=False)
     container = v.choice(ctx, "container", loc, ("unknown", "docker", "apptainer"))
     is_ci = v.boolean(ctx, "is_ci", loc)
@@ -318,7 +357,7 @@ def validate_breadcrumb(body: Any) -> tuple[CrumbIn | None, list[dict[str, Any]]
         "language_version": _version(language_version),
         "user_id": user_id,
         "session_id": session_id,
-        "user_type": user_type,
+        "user_type": "general",  # the server does not pass ctx.user_type on
         "platform": platform,
         "container": container,
         "is_ci": is_ci,
@@ -407,6 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Add the backend header to the stdlib's own answers (malformed requests)."""
         super().send_response(code, message)
         self.send_header(*BACKEND_HEADER)
+        for name, value in _OTHER_HEADERS:
+            self.send_header(name, value)
 
     def do_GET(self) -> None:
         self.server.collector._handle(self)
@@ -465,6 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"Date: {email.utils.formatdate(usegmt=True)}",
             f"Server: {self.server_version}",
             f"{BACKEND_HEADER[0]}: {BACKEND_HEADER[1]}",
+            *(f"{name}: {value}" for name, value in _OTHER_HEADERS),
         ]
         if response.content_type:
             lines.append(f"Content-Type: {response.content_type}")
@@ -533,8 +575,9 @@ class LocalCollector:
 
     Besides the migas endpoints it serves collector-only ones for humans and demos (a
     real server has none of them): ``GET /_collector/breadcrumbs`` (the stored rows, as
-    :meth:`breadcrumbs`; ``?project=`` and ``?session_id=`` filter), ``GET
-    /_collector/lost`` (as :meth:`lost`) and ``GET /_collector/stats`` (as :meth:`stats`).
+    :meth:`breadcrumbs`; ``?project=``, ``?session_id=``, ``?status=`` and ``?after=SEQ``
+    filter), ``GET /_collector/lost`` (as :meth:`lost`), ``GET /_collector/refused`` (as
+    :meth:`refused`) and ``GET /_collector/stats`` (as :meth:`stats`).
 
     Args:
         host: Address to listen on (loopback by default; there is no authentication).
@@ -543,15 +586,17 @@ class LocalCollector:
         register: Projects whose breadcrumbs are accepted.
         max_request_size: Largest body accepted, in bytes (the server's
             ``MIGAS_MAX_REQUEST_SIZE``).
-        rate_limit: ``(max_requests, window_seconds)`` per client address, or None for
-            no limit (the server's ``MIGAS_MAX_REQUESTS_PER_WINDOW`` and
-            ``MIGAS_REQUEST_WINDOW``).
+        rate_limit: ``(max_requests, window_seconds)`` per client address (the server's
+            ``MIGAS_MAX_REQUESTS_PER_WINDOW`` and ``MIGAS_REQUEST_WINDOW``); by default
+            the real server's 1,000 requests per 60 s, so a client that would be
+            throttled is throttled here too. None: no limit.
         rest: False emulates an older server: ``POST /api/breadcrumb`` answers 404 and
             clients must use the GraphQL ``add_breadcrumb`` mutation.
         latest: The latest release of projects, answered by ``check_project`` (a project
             not listed answers ``success: false, latest: "unknown"``).
         bad_versions: Versions of projects that ``check_project`` flags.
-        tokens: Bearer token per project for ``GET /api/usage/{owner}/{repo}``.
+        tokens: Bearer token per project for ``GET /api/usage/{owner}/{repo}``; the
+            token of the project ``"master"`` reads every project's usage.
     """
 
     def __init__(
@@ -562,7 +607,7 @@ class LocalCollector:
         db: str = ":memory:",
         register: Sequence[str] = ("nipreps/migas-logging",),
         max_request_size: int = 2500,
-        rate_limit: tuple[int, float] | None = None,
+        rate_limit: tuple[int, float] | None = DEFAULT_RATE_LIMIT,
         rest: bool = True,
         latest: Mapping[str, str] | None = None,
         bad_versions: Mapping[str, Sequence[str]] | None = None,
@@ -596,7 +641,8 @@ class LocalCollector:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
-        self._backend = _Backend(self._store, self._ingest)
+        self._refused: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
+        self._backend = _Backend(self._store, self._ingest, self._refuse)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -785,27 +831,36 @@ class LocalCollector:
         """
         self._store.clear()
         self._limiter.reset()
+        self._backend.forget()
         with self._lock:
             self._requests.clear()
             self._lost.clear()
+            self._refused.clear()
             self._stats.clear()
 
     # -- what was received ------------------------------------------------------------------
 
     def breadcrumbs(
-        self, *, project: str | None = None, session_id: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
         """Return the stored breadcrumbs, ordered by ``seq`` (the order of storage).
 
         Each row has ``id``, ``seq``, ``timestamp`` (UTC, ``YYYY-MM-DDTHH:MM:SSZ``, the
         server's one-second resolution), the breadcrumb's fields as stored (after the
         server's silent changes), ``via`` (``"rest"`` or ``"graphql"``) and ``client``.
+        ``user_type``, ``platform`` and ``container`` are those the real server keeps
+        for the ``user_id``: the first ones it was sent (None without a ``user_id``).
 
         Args:
             project: Only this project's.
             session_id: Only this session's.
+            status: Only rows with this status (``R``, ``C``, ``F`` or ``S``).
         """
-        return self._store.rows(project=project, session_id=session_id)
+        return self._store.rows(project=project, session_id=session_id, status=status)
 
     def lost(self) -> list[dict[str, Any]]:
         """Return the breadcrumbs accepted (``202``) but lost at ingestion.
@@ -816,6 +871,22 @@ class LocalCollector:
         """
         with self._lock:
             return [dict(item) for item in self._lost]
+
+    def refused(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """Return the breadcrumbs the collector refused, oldest first (the latest 50,000).
+
+        A refused breadcrumb is answered ``4xx`` by the REST endpoint (``400`` not
+        registered, ``413``, ``422``, ``429``) or ``success: false`` by a GraphQL
+        mutation (an unregistered project). Each has ``project`` and
+        ``project_version`` (None when the body had none), ``status`` (the HTTP status;
+        None for GraphQL), ``reason``, ``via``, ``client`` and ``timestamp``.
+
+        Args:
+            project: Only this project's.
+        """
+        with self._lock:
+            items = [dict(item) for item in self._refused]
+        return [i for i in items if project is None or i["project"] == project]
 
     def requests(self) -> list[RequestRecord]:
         """Return every request seen (the latest 50,000), oldest first."""
@@ -836,14 +907,16 @@ class LocalCollector:
             The stored breadcrumbs (of ``project``), ordered by ``seq``.
 
         Raises:
-            TimeoutError: With the rows stored so far, and lost ones, in its message.
+            TimeoutError: With the rows stored so far, the breadcrumbs refused (and how
+                to register a project the collector refused) and the lost ones.
         """
         reached, rows = self._store.wait_rows(count, timeout=timeout, project=project)
         if not reached:
-            raise TimeoutError(
-                f"waited {timeout}s for {count} breadcrumb(s), {len(rows)} stored: {rows!r}; "
-                f"lost: {self.lost()!r}"
-            )
+            message = f"waited {timeout}s for {count} breadcrumb(s), {len(rows)} stored"
+            refused = self.refused(project=project)
+            if refused:
+                message += "; " + _refusals(refused)
+            raise TimeoutError(f"{message}; stored: {rows!r}; lost: {self.lost()!r}")
         return rows
 
     def wait_for_requests(
@@ -879,6 +952,7 @@ class LocalCollector:
             counters = dict(self._stats)
             fault = self._fault
             lost = len(self._lost)
+            refused = len(self._refused)
         limit = self._limiter.limit
         return {
             "server": BACKEND_HEADER[1],
@@ -888,6 +962,7 @@ class LocalCollector:
             else 0.0,
             "stored": self._store.count(),
             "lost": lost,
+            "refused": refused,
             "requests": counters.pop("requests", 0),
             "rate_limited": counters.pop("rate_limited", 0),
             "faults_applied": counters.pop("faults", 0),
@@ -898,6 +973,28 @@ class LocalCollector:
             "max_request_size": self.max_request_size,
             "fault": None if fault is None else {"kind": fault.kind, **_jsonable(fault.params)},
         }
+
+    def _refuse(
+        self,
+        crumb: Mapping[str, Any],
+        reason: str,
+        *,
+        via: str,
+        status: int | None = None,
+        client: str | None = None,
+    ) -> None:
+        """Remember a breadcrumb refused before ingestion (see :meth:`refused`)."""
+        item = {
+            "project": crumb.get("project"),
+            "project_version": crumb.get("project_version"),
+            "status": status,
+            "reason": reason,
+            "via": via,
+            "client": client,
+            "timestamp": utc_now().strftime(TIMESTAMP_FORMAT),
+        }
+        with self._lock:
+            self._refused.append(item)
 
     def _ingest(self, crumb: CrumbIn, *, via: str, client: str | None) -> bool:
         """Store ``crumb`` like the real server, or record it as lost; True if stored."""
@@ -995,8 +1092,10 @@ class LocalCollector:
             endpoint, methods, faultable = self._rest_breadcrumb, ("POST",), "rest"
         elif path == _GRAPHQL_PATH:
             endpoint, methods, faultable = self._graphql, ("POST",), "graphql"
-        elif path.startswith(_USAGE_PREFIX) and path.count("/") == 4:
+        elif path.startswith(_USAGE_PREFIX) and len(path) > len(_USAGE_PREFIX):
             endpoint, methods, faultable = self._usage, ("GET",), ""
+        elif path == "/":
+            endpoint, methods, faultable = self._home, ("GET",), ""
         elif path in _DEBUG_ENDPOINTS:
             endpoint, methods, faultable = getattr(self, _DEBUG_ENDPOINTS[path]), ("GET",), ""
         else:
@@ -1098,6 +1197,25 @@ class LocalCollector:
     # -- endpoints --------------------------------------------------------------------------
 
     def _rest_breadcrumb(self, request: _Request) -> _Response:
+        response, body = self._rest_answer(request)
+        if 400 <= response.status < 500:  # refused: remembered for wait_for's message
+            detail = json.loads(response.body).get("detail")
+            if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                first = detail[0]
+                where = ".".join(str(part) for part in first.get("loc", ()))
+                detail = f"{where}: {first.get('msg')}"
+            sent = body if isinstance(body, dict) else {}
+            self._refuse(
+                {k: sent.get(k) for k in ("project", "project_version")},
+                str(detail),
+                via="rest",
+                status=response.status,
+                client=request.client,
+            )
+        return response
+
+    def _rest_answer(self, request: _Request) -> tuple[_Response, Any]:
+        """The answer to a REST breadcrumb, and the body as decoded (None if not)."""
         body: Any = None
         if request.body:
             if _is_json(request.headers.get("Content-Type")):
@@ -1111,16 +1229,18 @@ class LocalCollector:
                         "input": {},
                         "ctx": {"error": exc.msg},
                     }
-                    return _json(422, {"detail": [detail]})
+                    return _json(422, {"detail": [detail]}), body
                 except ValueError:  # not UTF-8 (or UTF-16/32) at all
-                    return _json(400, {"detail": "There was an error parsing the body"})
+                    return _json(400, {"detail": "There was an error parsing the body"}), body
             else:  # not parsed: pydantic sees bytes, not an object
                 body = request.body.decode("utf-8", "replace")
         if self._limiter.hit(request.client):
             self._count("rate_limited")
-            return _json(429, {"detail": _TOO_MANY})
+            return _json(429, {"detail": _TOO_MANY}), body
         if len(request.body) > self.max_request_size:
-            return _json(413, {"detail": _too_large(len(request.body), self.max_request_size)})
+            return _json(
+                413, {"detail": _too_large(len(request.body), self.max_request_size)}
+            ), body
         errors: list[dict[str, Any]] = []
         wait = False
         if "wait" in request.query:
@@ -1145,17 +1265,17 @@ class LocalCollector:
             crumb, body_errors = validate_breadcrumb(body)
             errors.extend(body_errors)
         if errors or crumb is None:
-            return _json(422, {"detail": errors})
+            return _json(422, {"detail": errors}), body
         if "/" not in crumb["project"]:
-            return _json(400, {"detail": "Invalid project format (expected owner/repo)."})
+            return _json(400, {"detail": "Invalid project format (expected owner/repo)."}), body
         if not self._store.is_registered(crumb["project"]):
-            return _json(400, {"detail": "Project is not registered."})
+            return _json(400, {"detail": "Project is not registered."}), body
         stored = self._ingest(crumb, via="rest", client=request.client)
         if not wait:
-            return _json(202, {"success": True, "message": ""})
+            return _json(202, {"success": True, "message": ""}), body
         if stored:
-            return _json(200, {"success": True, "message": ""})
-        return _json(500, {"success": False, "message": "Error during ingestion."})
+            return _json(200, {"success": True, "message": ""}), body
+        return _json(500, {"success": False, "message": "Error during ingestion."}), body
 
     def _graphql(self, request: _Request) -> _Response:
         if not _is_json(request.headers.get("Content-Type")):
@@ -1169,14 +1289,12 @@ class LocalCollector:
         query = payload.get("query")
         if not isinstance(query, str) or not query:
             return _text(400, "No GraphQL query found in the request")
-        # The server's schema extension: rate limit, then size (which wins when both fail).
-        limited = self._limiter.hit(request.client)
-        if limited:
+        # The server's schema extension: the rate limit, then the size.
+        if self._limiter.hit(request.client):
             self._count("rate_limited")
+            return _graphql_error(429, _TOO_MANY)
         if len(request.body) > self.max_request_size:
             return _graphql_error(413, _too_large(len(request.body), self.max_request_size))
-        if limited:
-            return _graphql_error(429, _TOO_MANY)
         variables = payload.get("variables")
         operation = payload.get("operationName")
         if variables is not None and not isinstance(variables, dict):
@@ -1187,52 +1305,78 @@ class LocalCollector:
         return _json(200, answer)
 
     def _usage(self, request: _Request) -> _Response:
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
-        owner_repo = request.path[len(_USAGE_PREFIX) :]
-        token_project = (
-            self._store.project_for_token(token.strip())
-            if scheme.lower() == "bearer" and token.strip()
-            else None
-        )
-        if token_project is None:
-            return _json(
-                401,
-                {"detail": "Missing or invalid token."},
-                headers=[("WWW-Authenticate", "Bearer")],
-            )
-        if not self._store.is_registered(owner_repo):
-            return _json(404, {"detail": f'Project "{owner_repo}" not found.'})
-        if token_project != owner_repo:
-            return _json(403, {"detail": "Token does not grant access to this project."})
-        weeks_raw = request.query.get("weeks", ["4"])[-1]
+        """``GET /api/usage/{project}``: the token, its scope, the project, then rows."""
+        auth = request.headers.get("Authorization") or ""
+        project = request.path[len(_USAGE_PREFIX) :]
+        if not auth.startswith("Bearer "):
+            return _json(401, {"detail": "Missing or malformed Authorization header."})
+        scope = self._store.project_for_token(auth.split(" ", 1)[1])
+        if scope is None:
+            return _json(401, {"detail": "Invalid or insufficient token."})
+        if scope not in (_MASTER, project):
+            return _json(403, {"detail": f"Token does not have access to project {project}."})
+        if not self._store.is_registered(project):
+            return _json(404, {"detail": f"Project {project} not found."})
+        errors = []
+        weeks_raw = request.query.get("weeks", ["1"])[-1]
         try:
             weeks = int(weeks_raw)
         except ValueError:
-            return _json(
-                422,
+            errors.append(
                 {
-                    "detail": [
-                        {
-                            "type": "int_parsing",
-                            "loc": ["query", "weeks"],
-                            "msg": "Input should be a valid integer, unable to parse string "
-                            "as an integer",
-                            "input": weeks_raw,
-                        }
-                    ]
-                },
+                    "type": "int_parsing",
+                    "loc": ["query", "weeks"],
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "input": weeks_raw,
+                }
             )
-        since = utc_now() - timedelta(weeks=max(weeks, 0))
-        return _json(200, self._store.usage_rows(owner_repo, since))
+        before = None
+        if "since" in request.query:
+            before = request.query["since"][-1]
+            try:
+                before = date.fromisoformat(before).isoformat()
+            except ValueError:
+                errors.append(
+                    {
+                        "type": "date_from_datetime_parsing",
+                        "loc": ["query", "since"],
+                        "msg": "Input should be a valid date or datetime, invalid character "
+                        "in year",
+                        "input": before,
+                    }
+                )
+        if errors:
+            return _json(422, {"detail": errors})
+        try:
+            start = utc_now() - timedelta(weeks=weeks)
+        except OverflowError:  # a week count no clock reaches: every session counts
+            start = datetime(1, 1, 1, tzinfo=timezone.utc) + timedelta(hours=48)
+        return _json(200, self._store.usage_rows(project, start, before=before))
+
+    def _home(self, request: _Request) -> _Response:
+        return _text(200, _HOME_PAGE, "text/html; charset=utf-8")
 
     def _debug_breadcrumbs(self, request: _Request) -> _Response:
-        project = request.query.get("project", [None])[-1]
-        session_id = request.query.get("session_id", [None])[-1]
-        return _json(200, self.breadcrumbs(project=project, session_id=session_id))
+        def last(name: str) -> str | None:
+            values = request.query.get(name)
+            return values[-1] if values else None
+
+        after = last("after")
+        if after is not None and not after.isdigit():
+            return _json(422, {"detail": f"after must be a seq number, not {after!r}"})
+        rows = self._store.rows(
+            project=last("project"),
+            session_id=last("session_id"),
+            status=last("status"),
+            after=None if after is None else int(after),
+        )
+        return _json(200, rows)
 
     def _debug_lost(self, request: _Request) -> _Response:
         return _json(200, self.lost())
+
+    def _debug_refused(self, request: _Request) -> _Response:
+        return _json(200, self.refused(project=request.query.get("project", [None])[-1]))
 
     def _debug_stats(self, request: _Request) -> _Response:
         return _json(200, self.stats())
@@ -1241,18 +1385,75 @@ class LocalCollector:
 class _Backend:
     """The collector as the GraphQL resolvers see it (:class:`._schema.Backend`)."""
 
-    def __init__(self, store: BreadcrumbStore, ingest: Callable[..., bool]) -> None:
+    def __init__(
+        self,
+        store: BreadcrumbStore,
+        ingest: Callable[..., bool],
+        refused: Callable[..., None],
+    ) -> None:
         self._store = store
         self.ingest = ingest
+        self.refused = refused
+        self._lock = threading.Lock()
+        self._fetched: dict[str, float] = {}  # project -> when its release was "fetched"
 
     def project(self, project: str) -> ProjectInfo | None:
         return self._store.project(project)
+
+    def fetch(self, project: str) -> _schema.Fetched:
+        """What the server learns from GitHub, here from the configuration.
+
+        Like the server, a known latest release is cached for 6 hours (``cached``);
+        an unknown one is asked for again each time.
+        """
+        known = self._store.project(project)
+        latest = None if known is None else known.latest
+        now = time.monotonic()
+        with self._lock:
+            fetched_at = self._fetched.get(project)
+            cached = fetched_at is not None and now - fetched_at < _CHECK_CACHE_SECONDS
+            if latest is not None and not cached:
+                self._fetched[project] = now
+        return {
+            "bad_versions": [] if known is None else list(known.bad_versions),
+            "cached": cached and latest is not None,
+            "success": latest is not None,
+            "version": "unknown" if latest is None else latest.lstrip("v"),
+        }
+
+    def forget(self) -> None:
+        with self._lock:
+            self._fetched.clear()
 
     def projects(self) -> list[str]:
         return self._store.projects()
 
     def usage(self, project: str, start: datetime, end: datetime, *, unique: bool) -> int:
         return self._store.usage(project, start, end, unique=unique)
+
+
+def _refusals(refused: Sequence[Mapping[str, Any]]) -> str:
+    """Summarise refused breadcrumbs, with the fix for unregistered projects."""
+    counts: dict[tuple[Any, ...], int] = {}
+    for item in refused:
+        key = (item["status"], item["reason"], item["project"])
+        counts[key] = counts.get(key, 0) + 1
+    parts = []
+    for (status, reason, project), n in counts.items():
+        answer = f"{status} {reason!r}" if status is not None else repr(reason)
+        parts.append(f"{n} answered {answer} for project {project!r}")
+    text = f"the collector REFUSED {len(refused)} breadcrumb(s): " + ", ".join(parts)
+    unregistered = sorted(
+        {str(i["project"]) for i in refused if "not registered" in i["reason"] and i["project"]}
+    )
+    if unregistered:
+        text += (
+            f" (register {', '.join(unregistered)}: collector.register('owner/repo'), "
+            "LocalCollector(register=[...]), `migas_register = owner/repo` in the pytest "
+            "ini file for the migas_collector fixture, or `migas-logging serve --register "
+            "owner/repo`)"
+        )
+    return text
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -1305,7 +1506,8 @@ def serve_forever(
     port: int = 8080,
     db: str = ":memory:",
     register: Sequence[str] = (),
-    rate_limit: tuple[int, float] | None = None,
+    rate_limit: tuple[int, float] | None = DEFAULT_RATE_LIMIT,
+    latest: Mapping[str, str] | None = None,
     ready: Callable[[LocalCollector], None] | None = None,
 ) -> None:
     """Run a collector until KeyboardInterrupt or SIGTERM (for ``migas-logging serve``).
@@ -1315,12 +1517,23 @@ def serve_forever(
         port: Port to listen on (0: any free port; ``ready`` learns which).
         db: ``":memory:"`` or an SQLite file path.
         register: Projects whose breadcrumbs are accepted.
-        rate_limit: ``(max_requests, window_seconds)``, or None for no limit.
+        rate_limit: ``(max_requests, window_seconds)`` (default: the real server's), or
+            None for no limit.
+        latest: The latest release of projects, answered by ``check_project``.
         ready: Called with the running collector once it listens (e.g. to print its URL).
+
+    Raises:
+        OSError: When the address cannot be bound (in use, not an address of this host).
+        sqlite3.Error: When the database file cannot be opened.
     """
     stop = threading.Event()
     collector = LocalCollector(
-        host=host, port=port, db=db, register=tuple(register), rate_limit=rate_limit
+        host=host,
+        port=port,
+        db=db,
+        register=tuple(register),
+        rate_limit=rate_limit,
+        latest=latest,
     )
     with _stop_on_sigterm(stop):
         collector.start()

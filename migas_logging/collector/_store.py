@@ -10,12 +10,15 @@ inserting into SQLite (which would happily store anything):
   ``uuid_in`` refuses fails (it accepts upper case, braces and hyphens after any group
   of four hex digits, and stores the canonical lower-case form);
 - ``platform`` is a ``varchar(64)`` of the *users* table, written only when a
-  ``user_id`` is sent; so is ``container``;
+  ``user_id`` is sent; so are ``container`` and ``user_type``. A user is written once:
+  the first values seen for a ``user_id`` are kept and later ones silently ignored;
 - every ``text``/``varchar`` column refuses a NUL character and text that is not valid
   Unicode (a lone UTF-16 surrogate, which is how invalid UTF-8 reaches Python).
 
-Silent *changes* happen here too: versions are cut to 24 characters, ``user_type`` is
-always stored as ``general``, and the timestamp is the server's, to the second.
+Silent *changes* happen here too: versions are cut to 24 characters, a user's
+``platform``, ``container`` and ``user_type`` are the first ones seen, and the timestamp
+is the server's, to the second. (The REST endpoint and the ``add_breadcrumb`` mutation
+do not pass ``user_type`` on, so it is ``general`` unless ``add_project`` sent another.)
 (Replacing an invalid version by ``unknown`` is the REST layer's job: the GraphQL
 mutation stores it as sent.)
 
@@ -35,7 +38,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict
 
 __all__ = [
@@ -54,6 +57,8 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _VERSION_KEEP = 24  # the ingestion code cuts versions to 24 characters
 _LANGUAGE_MAX = 32
 _PLATFORM_MAX = 64
+#: How far before a usage window the real server looks for a session's first crumb.
+SESSION_HOURS = 48
 
 # PostgreSQL's uuid_in: optional braces, 32 hex digits, an optional hyphen after any
 # group of four digits.
@@ -92,7 +97,7 @@ CREATE TABLE IF NOT EXISTS breadcrumbs (
     language_version TEXT NOT NULL,
     user_id TEXT,
     session_id TEXT,
-    user_type TEXT NOT NULL,
+    user_type TEXT,
     platform TEXT,
     container TEXT,
     is_ci INTEGER NOT NULL,
@@ -104,6 +109,12 @@ CREATE TABLE IF NOT EXISTS breadcrumbs (
     client TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_breadcrumbs_project_ts ON breadcrumbs (project, timestamp);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    user_type TEXT NOT NULL,
+    platform TEXT,
+    container TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS projects (
     project TEXT PRIMARY KEY,
     registered INTEGER NOT NULL DEFAULT 1,
@@ -230,7 +241,7 @@ def prepare_row(crumb: CrumbIn) -> dict[str, Any]:
         "language_version": crumb["language_version"][:_VERSION_KEEP],
         "user_id": user_id,
         "session_id": session_id,
-        "user_type": "general",  # accepted, then ignored by the real server
+        "user_type": crumb["user_type"] if user_id is not None else None,
         "platform": platform,
         "container": container,
         "is_ci": bool(crumb["is_ci"]),
@@ -262,8 +273,25 @@ class BreadcrumbStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
         (max_seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM breadcrumbs").fetchone()
         self._seq = int(max_seq)
+
+    def _migrate(self) -> None:
+        """Make a file of an older collector (``user_type NOT NULL``) usable."""
+        columns = self._conn.execute("PRAGMA table_info(breadcrumbs)").fetchall()
+        if not any(c["name"] == "user_type" and c["notnull"] for c in columns):
+            return
+        names = ", ".join(_COLUMNS)
+        self._conn.executescript(
+            "BEGIN;"
+            "ALTER TABLE breadcrumbs RENAME TO breadcrumbs_old;"
+            "DROP INDEX IF EXISTS ix_breadcrumbs_project_ts;"
+            f"{_SCHEMA}"
+            f"INSERT INTO breadcrumbs ({names}) SELECT {names} FROM breadcrumbs_old;"
+            "DROP TABLE breadcrumbs_old;"
+            "COMMIT;"
+        )
 
     # -- projects ---------------------------------------------------------------------------
 
@@ -360,6 +388,17 @@ class BreadcrumbStore:
         """
         row = prepare_row(crumb)
         with self._changed:
+            if row["user_id"] is not None:  # the first values seen for a user are kept
+                self._conn.execute(
+                    "INSERT INTO users (user_id, user_type, platform, container) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+                    (row["user_id"], row["user_type"], row["platform"], row["container"]),
+                )
+                user = self._conn.execute(
+                    "SELECT user_type, platform, container FROM users WHERE user_id = ?",
+                    (row["user_id"],),
+                ).fetchone()
+                row.update(user_type=user[0], platform=user[1], container=user[2])
             self._seq += 1
             row["seq"] = self._seq
             row["timestamp"] = utc_now().strftime(TIMESTAMP_FORMAT)
@@ -376,15 +415,30 @@ class BreadcrumbStore:
         return {c: row[c] for c in _COLUMNS}
 
     def rows(
-        self, *, project: str | None = None, session_id: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Return stored breadcrumbs ordered by ``seq``, optionally filtered."""
+        """Return stored breadcrumbs ordered by ``seq``, optionally filtered.
+
+        Args:
+            project: Only this project's.
+            session_id: Only this session's (any form PostgreSQL accepts).
+            status: Only rows with this status (``R``, ``C``, ``F`` or ``S``).
+            after: Only rows with a ``seq`` greater than this.
+        """
         if session_id is not None:
             try:
                 session_id = _pg_uuid("session_id", session_id)
             except IngestionError:
                 pass  # cannot match a stored (canonical) id; the query finds nothing
-        where, params = self._filters(project=project, session_id=session_id)
+        where, params = self._filters(project=project, session_id=session_id, status=status)
+        if after is not None:
+            where += (" AND" if where else " WHERE") + " seq > ?"
+            params.append(int(after))
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT * FROM breadcrumbs{where} ORDER BY seq", params
@@ -435,36 +489,56 @@ class BreadcrumbStore:
             ).fetchone()
         return int(n)
 
-    def usage_rows(self, project: str, since: datetime) -> list[dict[str, Any]]:
-        """Return the dashboard rows of ``project`` from ``since`` on.
+    def usage_rows(
+        self, project: str, start: datetime, *, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the dashboard rows of ``project`` for the sessions started since ``start``.
 
-        Sessions are counted by their latest crumb: one row per (date of that crumb,
-        version, status) with the number of sessions; crumbs without a session id form
-        one shared session, like on the real dashboard. Newest dates first.
+        Like the real server: a session is dated by its *first* crumb and reads its
+        version and status from its *latest* one; crumbs without a session id form one
+        shared session; only crumbs from 48 hours before ``start`` on are looked at;
+        versions containing ``rc`` or ``+`` are left out. One row per (date, version,
+        status) with the number of sessions, newest date first, then version.
+
+        Args:
+            project: ``owner/repo``.
+            start: Sessions that started before this instant are not counted.
+            before: Only dates before this one (``YYYY-MM-DD``), the ``since`` parameter.
         """
+        lookback = start - timedelta(hours=SESSION_HOURS)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT session_id, project_version, status, timestamp FROM breadcrumbs "
                 "WHERE project = ? AND timestamp >= ? ORDER BY seq",
-                (project, _fmt(since)),
+                (project, _fmt(lookback)),
             ).fetchall()
+        first: dict[str | None, str] = {}
         latest: dict[str | None, sqlite3.Row] = {}
-        for row in rows:
-            latest[row["session_id"]] = row
+        for row in rows:  # in storage order: among equal timestamps, the last stored wins
+            session = row["session_id"]
+            first[session] = min(first.get(session, row["timestamp"]), row["timestamp"])
+            if session not in latest or row["timestamp"] >= latest[session]["timestamp"]:
+                latest[session] = row
+        since = _fmt(start)
         counts: dict[tuple[str, str, str], int] = {}
-        for row in latest.values():
-            key = (row["timestamp"][:10], row["project_version"], row["status"])
+        for session, row in latest.items():
+            version = row["project_version"]
+            if first[session] < since or "+" in version or "rc" in version:
+                continue
+            key = (first[session][:10], version, row["status"])
             counts[key] = counts.get(key, 0) + 1
         ordered = sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1]), reverse=True)
         return [
-            {"date": date, "version": version, "status": status, "count": n}
-            for (date, version, status), n in ordered
+            {"version": version, "date": day, "status": status, "count": n}
+            for (day, version, status), n in ordered
+            if before is None or day < before
         ]
 
     def clear(self) -> None:
-        """Forget every stored breadcrumb (projects are kept; ``seq`` keeps growing)."""
+        """Forget every stored breadcrumb and user (projects are kept; ``seq`` keeps growing)."""
         with self._lock:
             self._conn.execute("DELETE FROM breadcrumbs")
+            self._conn.execute("DELETE FROM users")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -472,9 +546,9 @@ class BreadcrumbStore:
             self._conn.close()
 
     @staticmethod
-    def _filters(**filters: str | None) -> tuple[str, list[str]]:
+    def _filters(**filters: str | None) -> tuple[str, list[Any]]:
         clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
-        params = [value for value in filters.values() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     @staticmethod

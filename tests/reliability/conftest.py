@@ -74,8 +74,12 @@ def _no_stale_structlog_marker() -> Iterator[None]:
 
 @pytest.fixture
 def collector() -> Iterator[LocalCollector]:
-    """A migas-compatible server on 127.0.0.1 that accepts PROJECT."""
-    with LocalCollector(register=(PROJECT,)) as c:
+    """A migas-compatible server on 127.0.0.1 that accepts PROJECT, without a rate limit.
+
+    These tests send thousands of breadcrumbs a minute on purpose, past the real
+    server's 1,000 (the collector's default).
+    """
+    with LocalCollector(register=(PROJECT,), rate_limit=None) as c:
         yield c
 
 
