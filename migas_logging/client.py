@@ -403,7 +403,7 @@ def get_client(
             return client
     if settings is not None:
         for name, ours, theirs in client.settings.differences(settings):
-            if name in given or name == "endpoint":
+            if name in given:
                 client.report_once(
                     f"setting:{name}:{theirs!r}",
                     "migas_logging: %s=%r was asked for, but this process already uses "

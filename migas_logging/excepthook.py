@@ -71,6 +71,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,8 @@ class CrashHook:
         version: the project's version.
         endpoint: the server's base URL (default ``MIGAS_ENDPOINT``, then the hosted one).
         timeout: network timeout, seconds.
-        flush_deadline: the most seconds spent sending at a crash or at exit.
+        flush_deadline: process-wide (see :func:`migas_logging.configure`): the most
+            seconds the whole exit spends sending; default: the process's (2).
         redact: remove identifying text (see :class:`~migas_logging.MigasHandler`).
         ignore: exception classes (or class names) not reported.
         interactive: install even in an interactive session.
@@ -121,7 +123,7 @@ class CrashHook:
         *,
         endpoint: str | None = None,
         timeout: float | str | None = None,
-        flush_deadline: float = 2.0,
+        flush_deadline: float | None = None,
         redact: bool = True,
         ignore: Iterable[type[BaseException] | str] = (SystemExit,),
         interactive: bool = False,
@@ -137,7 +139,9 @@ class CrashHook:
         self.settings = config.Settings.resolve(endpoint, timeout)
         from migas_logging.client import _seconds
 
-        self.flush_deadline = _seconds(flush_deadline, "flush_deadline", 3600.0)
+        self._flush_deadline = (
+            None if flush_deadline is None else _seconds(flush_deadline, "flush_deadline", 3600.0)
+        )
         self.redact = bool(redact)
         try:
             self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
@@ -169,13 +173,23 @@ class CrashHook:
             self._route = _handler._route
             self._client = _handler._client
         elif not self.settings.optout:
-            given = {"endpoint", "timeout", "flush_deadline"} if endpoint or timeout else set()
-            self._client = get_client(
-                ClientSettings.resolve(endpoint, timeout, flush_deadline=self.flush_deadline),
-                given=frozenset(given | {"flush_deadline"}),
-            )
+            given = {"endpoint"} if endpoint else set()
+            if timeout is not None:
+                given.add("timeout")
+            wanted = ClientSettings.resolve(endpoint, timeout)
+            if self._flush_deadline is not None:
+                given.add("flush_deadline")
+                wanted = replace(wanted, flush_deadline=self._flush_deadline)
+            self._client = get_client(wanted, given=frozenset(given))
             self._route = Route(build=self._build_from_data, name=f"CrashHook({self.project})")
             self._client.attach(self._route)
+
+    @property
+    def flush_deadline(self) -> float:
+        """The process's exit deadline, seconds (its client's, once there is one)."""
+        if self._client is not None:
+            return self._client.flush_deadline
+        return 2.0 if self._flush_deadline is None else self._flush_deadline
 
     # --- install / uninstall --------------------------------------------------------
 

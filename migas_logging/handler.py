@@ -215,6 +215,8 @@ class MigasHandler(logging.Handler):
         given = {k for k, v in process_wide.items() if not isinstance(v, _Default)}
         if endpoint is not None:
             given.add("endpoint")
+        if timeout is not None:
+            given.add("timeout")
         if audit_file is not None:
             given.add("audit_file")
         wanted = ClientSettings.resolve(
