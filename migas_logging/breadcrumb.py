@@ -40,9 +40,10 @@ refused with ``413``. This module makes such crumbs impossible to build:
   generic ones such as ``root``), e-mail and IPv4 addresses, URLs and the values of
   secret-looking environment variables, by ``<path>``, ``<user>``, ``<host>``,
   ``<email>``, ``<ip>``, ``<url>`` and ``<redacted>``. It recognises shapes and known
-  values, not meaning: a person's name typed into a message, a path with spaces outside
-  the home directory, IPv6 addresses, other machines' names and secrets that are not in
-  this process's environment pass through (details in :mod:`migas_logging._redact`).
+  values, not meaning: a person's name typed into a message, a relative path with one
+  separator, an unquoted path whose last words are lower-case without an extension, IPv6
+  addresses, other machines' names and secrets neither in this process's environment nor
+  shaped like a known token pass through (details in :mod:`migas_logging._redact`).
   ``error_type`` (a class name) is not redacted. The safest mode for log records is the
   default ``message="template"``, which sends no argument values at all.
 * **Exceptions are summarised cheaply and without paths.** :func:`capture_exception`
