@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from migas_logging.handler import MigasHandler
     from migas_logging.ledger import Stats
     from migas_logging.query import check_project, get_usage
+    from migas_logging.tracking import track
 
 __all__ = [
     "Breadcrumb",
@@ -35,6 +36,7 @@ __all__ = [
     "export_session_id",
     "get_usage",
     "install_excepthook",
+    "track",
 ]
 
 _LAZY = {
@@ -48,6 +50,7 @@ _LAZY = {
     "export_session_id": "migas_logging.config",
     "get_usage": "migas_logging.query",
     "install_excepthook": "migas_logging.excepthook",
+    "track": "migas_logging.tracking",
 }
 
 

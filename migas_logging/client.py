@@ -48,6 +48,32 @@ _log = logging.getLogger("migas_logging")
 DEFAULT_RATE_LIMIT = "30/60"
 
 
+_YES = frozenset({"1", "yes", "true", "on", "y", "t"})
+_NO = frozenset({"0", "no", "false", "off", "n", "f", ""})
+
+
+def yes_no(value: object, name: str) -> bool:
+    """A yes/no option: a bool, 0 or 1, or the spellings configparser accepts.
+
+    Raises:
+        ConfigurationError: anything else (``"maybe"``, 2, a list).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _YES:
+            return True
+        if word in _NO:
+            return False
+    raise ConfigurationError(
+        f"{name} {value!r} is not a yes/no value; use True or False (in text: yes/no, "
+        f"true/false, on/off, 1/0)"
+    )
+
+
 def _whole_number(value: object, name: str, minimum: int, maximum: int = 10**9) -> int:
     number = -1
     if isinstance(value, int | str) and not isinstance(value, bool):
@@ -87,6 +113,7 @@ class ClientSettings:
     flush_deadline: float = 2.0
     audit_file: str | None = None
     enabled: bool = True
+    session_id: str | None = None
     rate_window: float = 60.0
     circuit_cooldown: float = 30.0
 
@@ -103,6 +130,7 @@ class ClientSettings:
         flush_deadline: object = 2.0,
         audit_file: str | None = None,
         enabled: object = True,
+        session_id: object = None,
     ) -> ClientSettings:
         """Check every value and fill in the environment's and the defaults.
 
@@ -112,8 +140,7 @@ class ClientSettings:
         from migas_logging._audit import audit_path
 
         connection = config.Settings.resolve(endpoint, timeout)
-        if not isinstance(enabled, bool):
-            raise ConfigurationError(f"enabled {enabled!r} must be True or False")
+        enabled = yes_no(enabled, "enabled")
         return cls(
             endpoint=connection.endpoint,
             timeout=connection.timeout,
@@ -124,6 +151,7 @@ class ClientSettings:
             flush_deadline=_seconds(flush_deadline, "flush_deadline", 3600.0),
             audit_file=audit_path(audit_file),
             enabled=enabled,
+            session_id=None if session_id is None else config.session_uuid(session_id),
         )
 
     def differences(self, other: ClientSettings) -> list[tuple[str, Any, Any]]:
@@ -242,9 +270,14 @@ class Client:
 
         self.run_flag.end()  # forked children still running send nothing after this
         worker, sender = self.worker, self.sender
+        sender.expect_terminal = True
         if worker.submit(route, data, terminal=True) == 0:
             return False
         sender.exit_at(deadline)
+        if worker.alive():
+            # its first imports must end before the interpreter finalizes: an import
+            # during finalization makes CPython forget an unhandled KeyboardInterrupt
+            sender.prepared.wait(max(0.0, deadline - sender.reserve() - time.monotonic()))
         # the worker sends it after what is queued before it; if it is still busy (a
         # try on a slow server) when only the terminal's reserve is left, send it here
         if worker.flush(max(0.0, deadline - sender.reserve() - time.monotonic())):
@@ -304,6 +337,7 @@ def configure(
     flush_deadline: float = 2.0,
     audit_file: str | None = None,
     enabled: bool = True,
+    session_id: str | None = None,
 ) -> Client:
     """Set the process-wide delivery settings (call it once, early).
 
@@ -317,7 +351,11 @@ def configure(
         flush_deadline: the most seconds ``flush()``, ``close()`` and the whole exit take.
         audit_file: write a JSON line for every breadcrumb sent or dropped (default
             ``MIGAS_AUDIT_FILE``).
-        enabled: False turns everything off, exactly like ``MIGAS_OPTOUT``.
+        enabled: False turns everything off, exactly like ``MIGAS_OPTOUT`` (map a
+            tool's ``--notrack`` to it).
+        session_id: the run's id as the session (a UUID, or any text turned into a
+            stable UUID), as fMRIPrep uses its run UUID; forked children share it, and
+            :func:`~migas_logging.config.export_session_id` passes it to others.
 
     Returns:
         The process's client.
@@ -337,8 +375,8 @@ def configure(
         flush_deadline=flush_deadline,
         audit_file=audit_file,
         enabled=enabled,
+        session_id=session_id,
     )
-    config.set_enabled(settings.enabled)
     global _client  # noqa: PLW0603 - one client per process, by design
     with _client_lock:
         client = _client
@@ -366,6 +404,9 @@ def _new(
 ) -> Client:
     from migas_logging import process
 
+    config.set_enabled(settings.enabled)
+    if settings.session_id is not None:
+        config.set_session_id(settings.session_id)
     client = Client(settings, transport_factory=transport_factory)
     process.register(client)
     return client

@@ -385,6 +385,19 @@ def get_user_id() -> str | None:
         return _user_id
 
 
+def prepare_identity() -> None:
+    """Import what deriving the user id needs, now (on the worker, while it prepares).
+
+    The identity thread may still run while the interpreter finalizes; an import then
+    makes CPython forget that a KeyboardInterrupt was unhandled (exit status 1 instead
+    of death by SIGINT).
+    """
+    import getpass  # noqa: F401
+    import socket  # noqa: F401
+    import stat  # noqa: F401
+    import uuid  # noqa: F401
+
+
 def _resolve_user_id() -> None:
     try:
         get_user_id()
@@ -436,6 +449,35 @@ def get_session_id() -> str:
                 )
                 _session_id = str(uuid.uuid4())
         return _session_id
+
+
+def session_uuid(value: object) -> str:
+    """The session id for an application's run id: a UUID as is, any other text as a
+    stable UUID derived from it (the same run id always gives the same session).
+
+    Raises:
+        ConfigurationError: an empty value.
+    """
+    import uuid
+
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        from migas_logging.exceptions import ConfigurationError
+
+        raise ConfigurationError(
+            f"session_id {value!r} is empty; give the run's id, e.g. a UUID or 'run-2024-01'"
+        )
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"migas-logging:session:{text}"))
+
+
+def set_session_id(session_id: str) -> None:
+    """Make ``session_id`` (a UUID) this run's session, for this process and its forks."""
+    global _session_id  # noqa: PLW0603
+    with _session_lock:
+        _session_id = session_id
 
 
 def export_session_id() -> str:

@@ -69,6 +69,8 @@ class Sender:
         self._context: Context | None = None
         self._wake = threading.Event()
         self.exit_deadline = 0.0  # while the process exits: its deadline (monotonic)
+        self.expect_terminal = False  # a terminal breadcrumb is coming: keep its reserve
+        self.latency = 0.0  # a recent try's duration (moving average), seconds
         self.drop_queued = ""  # set when what waits behind cannot get through either
         self.last_delivery: dict[str, float] = {}  # by project
         self.prepared = threading.Event()
@@ -98,6 +100,7 @@ class Sender:
         from migas_logging.breadcrumb import default_redactor
 
         try:
+            config.prepare_identity()
             config.user_id_within(0)  # starts resolving on its own thread
             default_redactor()
             self.transport()
@@ -172,14 +175,14 @@ class Sender:
                     return wait.result
                 self._sleep_until(wait.at)
                 continue
-            if (limit is not None and limit - now < 0.05) or (
-                self.run_over() and not entry.terminal
-            ):
+            if self._too_late(entry, limit, now) or (self.run_over() and not entry.terminal):
                 return "shutdown"
             entry.attempts += 1
             outcome = self._send(crumb, entry.terminal, limit, own_connection)
             entry.outcome = outcome
             now = time.monotonic()
+            if outcome.kind.value == "delivered":
+                self.latency = 0.7 * self.latency + 0.3 * outcome.elapsed
             decision = policy.decide(
                 outcome, entry.attempts, now, limit, timed_out_before=entry.timed_out
             )
@@ -199,9 +202,17 @@ class Sender:
     def _limit(self, entry: Entry) -> float | None:
         """The time by which this entry's tries must end (None: no exit yet)."""
         deadline = self.exit_deadline
-        if not deadline:
-            return None
-        return deadline if entry.terminal else deadline - self.reserve()
+        if not deadline or entry.terminal:
+            return deadline or None
+        return deadline - self.reserve() if self.expect_terminal else deadline
+
+    def _too_late(self, entry: Entry, limit: float | None, now: float) -> bool:
+        """During the exit, a try that would likely be cut short is not started: cut
+        short, it may still land later (after the terminal breadcrumb, even)."""
+        if limit is None:
+            return False
+        left = limit - now
+        return left < 0.05 or (not entry.terminal and left < 1.5 * self.latency)
 
     def _send(
         self, crumb: Breadcrumb, terminal: bool, limit: float | None, own_connection: bool
@@ -223,7 +234,8 @@ class Sender:
             now = time.monotonic()
             if at <= now:
                 return False
-            if self.exit_deadline and at > self.exit_deadline - self.reserve():
+            deadline = self.exit_deadline
+            if deadline and at > deadline - (self.reserve() if self.expect_terminal else 0.0):
                 return True
             self._wake.wait(min(at - now, 0.5))
             self._wake.clear()

@@ -38,13 +38,15 @@ Installing the hook starts the background worker, which prepares (imports, the u
 the connection object) off the application's thread, so that the crash path itself
 imports nothing: CPython forgets that a ``KeyboardInterrupt`` was unhandled — and exits
 with 1 instead of dying by SIGINT — when any code runs ``exec`` on source text (an import
-that builds a namedtuple, say) while the interpreter shuts down. A ``KeyboardInterrupt``
-in the first tenth of a second after the hook is installed, before that preparation
-ends, can still exit with status 1.
+that builds a namedtuple, say) while the interpreter shuts down. An unhandled
+``KeyboardInterrupt`` still ends the process by SIGINT, whatever ran meanwhile: the exit
+re-raises it itself (see :func:`migas_logging.process.die_at_end`).
 
 The run lifecycle (``track=True``): a ``R`` / ``Started`` breadcrumb at install, and one
-terminal breadcrumb at exit: ``C`` / ``Completed`` on a normal exit (also ``sys.exit(n)``,
-whatever ``n``), ``F`` / ``Errored`` on a crash, ``S`` / ``Suspended`` on
+terminal breadcrumb at exit: ``C`` / ``Completed`` on a normal exit (and ``sys.exit(0)``),
+``F`` / ``Exited with code n`` on ``sys.exit(n)`` (see
+:func:`migas_logging.process.watch_exit`),
+``F`` / ``Errored`` on a crash, ``S`` / ``Suspended`` on
 ``KeyboardInterrupt`` and ``S`` / ``Terminated (SIGTERM)`` on SIGTERM. The terminal
 breadcrumb carries the run's counts (sent, folded, dropped). Signal handlers are
 installed only from the main thread; they record the signal and chain to the previous
@@ -76,7 +78,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from migas_logging import breadcrumb as _bc
-from migas_logging import config
+from migas_logging import config, process
 from migas_logging.process import die_by_signal, exit_deadline, signals_deferred
 
 if TYPE_CHECKING:
@@ -130,7 +132,7 @@ class CrashHook:
         track: bool = False,
         _handler: MigasHandler | None = None,
     ) -> None:
-        from migas_logging.client import ClientSettings, get_client
+        from migas_logging.client import ClientSettings, get_client, yes_no
         from migas_logging.exceptions import ConfigurationError
         from migas_logging.worker import Route
 
@@ -142,7 +144,7 @@ class CrashHook:
         self._flush_deadline = (
             None if flush_deadline is None else _seconds(flush_deadline, "flush_deadline", 3600.0)
         )
-        self.redact = bool(redact)
+        self.redact = yes_no(redact, "redact")
         try:
             self.ignore = tuple(i if isinstance(i, str) else i.__name__ for i in ignore)
         except (TypeError, AttributeError):
@@ -150,8 +152,8 @@ class CrashHook:
                 f"ignore {ignore!r} is not a list of exception classes or class names, "
                 f"e.g. [SystemExit, 'BrokenPipeError']"
             ) from None
-        self.interactive = bool(interactive)
-        self.track = bool(track)
+        self.interactive = yes_no(interactive, "interactive")
+        self.track = yes_no(track, "track")
         self._language_version = config.language_version()
         if not self.settings.optout:
             config.get_session_id()  # the run's session starts now, before any fork
@@ -254,6 +256,8 @@ class CrashHook:
         tb: TracebackType | None,
     ) -> None:
         terminated = isinstance(exc, _Terminated)  # a signal, not an error: no report
+        if isinstance(exc, KeyboardInterrupt) and os.getpid() == self._pid:
+            process.die_at_end(signal.SIGINT)  # see process.die_at_end
         try:
             if (
                 self._active
@@ -353,6 +357,7 @@ class CrashHook:
     # --- run lifecycle --------------------------------------------------------------
 
     def _start_run(self) -> None:
+        process.watch_exit()
         client, route = self._client, self._route
         if client is not None and route is not None:
             client.submit(_CrashRoute.of(self, route), _Plain("R", "Started"))
@@ -400,19 +405,41 @@ class CrashHook:
             return
         try:
             if not self._terminal_sent:
-                if self._signal == signal.SIGINT:
-                    status, desc = "S", "Suspended"
-                elif self._signal is not None:
-                    status, desc = "S", f"Terminated ({signal.Signals(self._signal).name})"
-                else:
-                    status, desc = "C", "Completed"
-                self._end(_Plain(status, desc, counts=True), exit_deadline(self.flush_deadline))
+                self._end(self._terminal_data(), exit_deadline(self.flush_deadline))
         except Exception:
             pass
         finally:
             signum = self._reraise if self._reraise is not None else self._deferred
             if signum is not None:
                 die_by_signal(signum)
+
+    def _ending(self, exc: BaseException | None) -> Any:
+        """The terminal data for a run that ends with ``exc`` (None: normally)."""
+        if exc is None:
+            return _Plain("C", "Completed", counts=True)
+        if isinstance(exc, SystemExit):
+            status, desc = process.describe_exit(exc.code)
+            replaced = exc.__context__ if status == "F" else None
+            info = _bc.capture_exception(replaced) if replaced is not None else None
+            return _Plain(status, desc, counts=True, info=info)
+        if isinstance(exc, _Terminated):
+            name = signal.Signals(exc.signum).name
+            return _Plain("S", f"Terminated ({name})", counts=True)
+        return _MainCrash(exc)
+
+    def _terminal_data(self) -> _Plain:
+        """How the run ended: a signal, ``sys.exit(status)``, or a normal end."""
+        info = None
+        if self._signal == signal.SIGINT:
+            status, desc = "S", "Suspended"
+        elif self._signal is not None:
+            status, desc = "S", f"Terminated ({signal.Signals(self._signal).name})"
+        else:
+            seen = process.exit_status()
+            status, desc = ("C", "Completed") if seen is None else process.describe_exit(seen[0])
+            if seen is not None and seen[1] is not None and status == "F":
+                info = _bc.capture_exception(seen[1])  # what the SystemExit replaced
+        return _Plain(status, desc, counts=True, info=info)
 
     def _make(
         self,
@@ -444,12 +471,20 @@ class _Terminated(BaseException):
 
 
 class _Plain:
-    __slots__ = ("counts", "desc", "status")
+    __slots__ = ("counts", "desc", "info", "status")
 
-    def __init__(self, status: str, desc: str, *, counts: bool = False) -> None:
+    def __init__(
+        self,
+        status: str,
+        desc: str,
+        *,
+        counts: bool = False,
+        info: _bc.ExceptionInfo | None = None,
+    ) -> None:
         self.status = status
         self.desc = desc
         self.counts = counts  # end with the run's counts, read when it is built
+        self.info = info
 
 
 class _MainCrash:
@@ -487,7 +522,7 @@ class _CrashRoute:
                     return data
                 if isinstance(data, _MainCrash):
                     return hook._crumb(data.exc, ctx)
-                info = data.info if isinstance(data, _ThreadCrash) else None
+                info = data.info if isinstance(data, _ThreadCrash | _Plain) else None
                 desc = data.desc
                 client = hook._client
                 if isinstance(data, _Plain) and data.counts and client is not None:

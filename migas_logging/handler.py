@@ -39,7 +39,13 @@ from typing import Any
 from migas_logging import breadcrumb as _bc
 from migas_logging import config
 from migas_logging.admission import RateCap
-from migas_logging.client import DEFAULT_RATE_LIMIT, Client, ClientSettings, get_client
+from migas_logging.client import (
+    DEFAULT_RATE_LIMIT,
+    Client,
+    ClientSettings,
+    get_client,
+    yes_no,
+)
 from migas_logging.exceptions import ConfigurationError
 from migas_logging.ledger import Stats
 from migas_logging.mapping import (
@@ -140,6 +146,13 @@ class MigasHandler(logging.Handler):
             with the reason, as a JSON line to this file (default ``MIGAS_AUDIT_FILE``;
             mode 0600, bounded size; nothing under opt-out).
 
+        enabled: process-wide: False turns everything off, like ``MIGAS_OPTOUT`` (map a
+            tool's ``--notrack`` to it); yes/no spellings are accepted from text.
+        session_id: process-wide: the run's id as the session (a UUID, or any text made
+            a stable UUID), as fMRIPrep uses its run UUID.
+        ignore_loggers: loggers (with their children) whose records are never sent, e.g.
+            ``["nipype.interface"]``; a comma-separated string works too.
+
     The process-wide options (and ``endpoint`` and ``timeout``) make the process's
     client when this is the first handler; a later handler that gives a different value
     gets one warning naming both, and the first value stays.
@@ -170,6 +183,9 @@ class MigasHandler(logging.Handler):
         excepthook: bool = True,
         track: bool = False,
         audit_file: str | None = None,
+        enabled: object = True,
+        session_id: str | None = None,
+        ignore_loggers: Sequence[str] | str | None = (),
         _registered: bool = True,
     ) -> None:
         if project is None:
@@ -195,7 +211,7 @@ class MigasHandler(logging.Handler):
                 f"extras {extras!r} is not a list of record attribute names, "
                 f"e.g. ['subject', 'step']"
             ) from None
-        self.redact = bool(redact)
+        self.redact = yes_no(redact, "redact")
         self._mapping = RecordMapping(
             self.project,
             self.version,
@@ -219,15 +235,22 @@ class MigasHandler(logging.Handler):
             given.add("timeout")
         if audit_file is not None:
             given.add("audit_file")
+        if session_id is not None:
+            given.add("session_id")
         wanted = ClientSettings.resolve(
             endpoint,
             timeout,
             audit_file=audit_file,
+            enabled=enabled,
+            session_id=session_id,
             **{k: v.value if isinstance(v, _Default) else v for k, v in process_wide.items()},
         )
+        if not wanted.enabled:
+            config.set_enabled(False)  # process-wide, like MIGAS_OPTOUT (--notrack)
+        self.ignore_loggers = _logger_names(ignore_loggers)
         self.settings = config.Settings(wanted.endpoint, wanted.timeout, config.optout())
-        self.track = bool(track)
-        self.excepthook = bool(excepthook) or self.track
+        self.track = yes_no(track, "track")
+        self.excepthook = yes_no(excepthook, "excepthook") or self.track
         try:
             if _registered:
                 super().__init__(level)  # checks the level before registering the handler
@@ -304,7 +327,8 @@ class MigasHandler(logging.Handler):
         Records of ``migas_logging.*``, ``urllib3.*`` and ``requests.*`` and every record
         logged on the worker thread never reach :meth:`emit`.
         """
-        if _ignored_logger(_record_name(record)):
+        name = _record_name(record)
+        if _ignored_logger(name) or (self.ignore_loggers and _listed(name, self.ignore_loggers)):
             return False
         client = self._client
         if client is not None and record.thread == client.worker_ident:
@@ -437,6 +461,26 @@ class MigasHandler(logging.Handler):
         except ImportError:
             return
         self._hook = _hooks.install_for_handler(self)
+
+
+def _logger_names(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``ignore_loggers`` as a tuple of names (a comma-separated string works too)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        names = tuple(str(v).strip() for v in value)
+    except TypeError:
+        raise ConfigurationError(
+            f"ignore_loggers {value!r} is not a list of logger names, e.g. ['nipype.workflow']"
+        ) from None
+    return tuple(n for n in names if n)
+
+
+def _listed(name: str, loggers: tuple[str, ...]) -> bool:
+    """True when ``name`` is one of ``loggers`` or a child of one."""
+    return any(name == n or name.startswith(n + ".") for n in loggers)
 
 
 def _init_unregistered(handler: logging.Handler, level: int | str) -> None:

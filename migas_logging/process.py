@@ -19,12 +19,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from migas_logging.client import Client
 
-__all__ = ["RunFlag", "exit_deadline", "register", "signals_deferred"]
+__all__ = [
+    "RunFlag",
+    "exit_deadline",
+    "exit_status",
+    "register",
+    "signals_deferred",
+    "watch_exit",
+]
 
 # One deadline for the whole exit, whatever the number of hooks and projects: the first
 # exit path that runs fixes it, every later one shares it.
@@ -46,6 +53,72 @@ def forget_exit_deadline() -> None:
     """For tests that exit many times in one process."""
     global _exit_deadline  # noqa: PLW0603
     _exit_deadline = None
+
+
+_original_exit = sys.exit
+_exit_seen: list[object] = []  # [status, the exception being handled] of sys.exit
+
+
+def _exit(status: object = None, /) -> NoReturn:
+    """``sys.exit`` that remembers the status (and the exception it replaced)."""
+    if threading.current_thread() is threading.main_thread():
+        _exit_seen[:] = [status, sys.exc_info()[1]]
+    _original_exit(status)  # type: ignore[arg-type]  # any object, as sys.exit takes
+
+
+def watch_exit() -> None:
+    """Know the status of ``sys.exit(status)`` at exit (tracked runs; idempotent).
+
+    Python tells ``atexit`` nothing about how the process ends. A run that ends with
+    ``sys.exit(1)`` (fMRIPrep does, from a ``finally``) must not be reported as
+    completed, so ``sys.exit`` is wrapped: it records the status and the exception being
+    handled (the one a ``SystemExit`` in a ``finally`` replaces), then exits as before.
+    ``raise SystemExit(n)`` and ``exit()`` of the interactive shell are not seen; a
+    ``SystemExit`` that the application catches and survives is forgotten only by a
+    later ``sys.exit``.
+    """
+    if sys.exit is not _exit:
+        sys.exit = _exit
+
+
+def unwatch_exit() -> None:
+    """Give ``sys.exit`` back, where ours is still in place."""
+    if sys.exit is _exit:
+        sys.exit = _original_exit
+    _exit_seen.clear()
+
+
+def exit_status() -> tuple[object, BaseException | None] | None:
+    """``(status, replaced exception)`` of the last ``sys.exit`` on the main thread."""
+    if not _exit_seen:
+        return None
+    status, replaced = _exit_seen
+    return status, replaced if isinstance(replaced, BaseException) else None
+
+
+def describe_exit(status: object) -> tuple[str, str]:
+    """The terminal status and ``status_desc`` for ``sys.exit(status)``.
+
+    0 and None complete; any other code fails, named when it is an ``os.EX_*`` code;
+    a message (``sys.exit("bad input")``) fails with the message.
+    """
+    if status is None or (isinstance(status, int) and not isinstance(status, bool) and not status):
+        return "C", "Completed"
+    if isinstance(status, int) and not isinstance(status, bool):
+        names = {
+            getattr(os, name): name
+            for name in dir(os)
+            if name.startswith("EX_") and name != "EX_OK" and isinstance(getattr(os, name), int)
+        }
+        name = names.get(status)
+        return "F", f"Exited with code {status}" + (f" ({name})" if name else "")
+    if isinstance(status, bool):
+        return ("F", "Exited with code 1") if status else ("C", "Completed")
+    try:
+        text = str(status)
+    except Exception:
+        text = type(status).__name__
+    return "F", f"Exited: {text[:400]}"
 
 
 class RunFlag:
@@ -129,17 +202,32 @@ def register(client: Client) -> None:
     _register_mp_finalizer(client)
 
 
+_die_at_end: list[int] = []
+
+
+def die_at_end(signum: int) -> None:
+    """Die by ``signum`` once the exit has sent what it can.
+
+    An unhandled KeyboardInterrupt must end the process by SIGINT (a parent sees -2, a
+    shell 130), as CPython does; but CPython forgets it when any thread runs ``exec`` on
+    source text (an import that builds a dataclass, say) between the interrupt and the
+    exit, which the worker's first imports may do. So the exit re-raises it itself.
+    """
+    _die_at_end[:] = [signum]
+
+
 def _at_exit() -> None:
     from migas_logging.client import current_client
 
     client = current_client()
-    if client is None or client.worker._pid != os.getpid():
-        return
-    with signals_deferred() as got, contextlib.suppress(Exception):
-        deadline = exit_deadline(client.flush_deadline)
-        client.stop(max(0.0, deadline - time.monotonic()))
-    if got:
-        die_by_signal(got[0])
+    if client is not None and client.worker._pid == os.getpid():
+        with signals_deferred() as got, contextlib.suppress(Exception):
+            deadline = exit_deadline(client.flush_deadline)
+            client.stop(max(0.0, deadline - time.monotonic()))
+        if got:
+            die_by_signal(got[0])
+    if _die_at_end:
+        die_by_signal(_die_at_end[0])
 
 
 def _before_fork() -> None:

@@ -57,6 +57,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     root.setLevel(level)
     client.reset()
     process.forget_exit_deadline()
+    process.unwatch_exit()
+    process._die_at_end.clear()
     config._reset_identity_for_tests()
 
 

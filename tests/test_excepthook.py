@@ -212,11 +212,15 @@ class TestLifecycle:
         # the counts are read after the exit flush: the warning and Started were sent
         assert rows[-1]["status_desc"].startswith("Completed [sent 2, folded 2")
 
-    def test_sys_exit_with_tracking_is_completed(self, collector: LocalCollector) -> None:
-        """sys.exit(3) with tracking: C Completed, exit status 3."""
+    def test_sys_exit_with_tracking_is_failed_with_the_code(
+        self, collector: LocalCollector
+    ) -> None:
+        """sys.exit(3) with tracking: F with the code (0.1 said C Completed: a failed run
+        counted as a success), exit status 3 unchanged."""
         result = run(collector.url, "setup(track=True)\nsys.exit(3)")
         assert 3 == result.returncode
-        assert "C" == last(collector)["status"]
+        row = last(collector)
+        assert ("F", "Exited with code 3") == (row["status"], row["status_desc"][:18])
 
     def test_crash_with_tracking_has_one_terminal(self, collector: LocalCollector) -> None:
         """A crash with tracking: F is the only terminal breadcrumb, and the last."""

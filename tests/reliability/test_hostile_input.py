@@ -914,8 +914,13 @@ BAD_CONFIGURATION = [
     ),
     pytest.param(
         _hook,
-        {"flush_deadline": None},
-        id="hook-deadline-None",
+        {"flush_deadline": -1},
+        id="hook-deadline-negative",
+    ),
+    pytest.param(
+        _hook,
+        {"flush_deadline": float("inf")},
+        id="hook-deadline-infinite",
     ),
     pytest.param(
         _hook,
