@@ -999,6 +999,35 @@ class Breadcrumb(Frozen):
             return self
         return self._with_texts(self._fit_texts(max_bytes))
 
+    def replace(
+        self,
+        *,
+        status: object = None,
+        status_desc: object = ...,
+        error_type: object = ...,
+        error_desc: object = ...,
+    ) -> Breadcrumb:
+        """A copy with some fields changed, valid and fitted like any breadcrumb.
+
+        For ``before_send`` hooks. Texts given here are not redacted: give text that may
+        leave the machine. ``...`` (the default) keeps a field; None removes a text.
+
+        Returns:
+            The new breadcrumb.
+        """
+        keep = ...
+        return Breadcrumb(
+            self.project,
+            self.project_version,
+            self.language_version,
+            self.ctx,
+            self.status if status is None else status,
+            self.status_desc if status_desc is keep else status_desc,
+            self.error_type if error_type is keep else error_type,
+            self.error_desc if error_desc is keep else error_desc,
+            self.language,
+        )
+
     def with_suffix(self, text: str) -> Breadcrumb:
         """A copy with ``text`` appended to ``status_desc``, refitted keeping it visible.
 

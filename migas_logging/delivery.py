@@ -160,7 +160,12 @@ class Sender:
             return "optout"
         if self.run_over() and not entry.terminal:
             return "shutdown"
-        crumb = self.build(entry.route, entry.data, entry.suffix, wait=not entry.terminal)
+        from migas_logging.worker import Filtered
+
+        try:
+            crumb = self.build(entry.route, entry.data, entry.suffix, wait=not entry.terminal)
+        except Filtered:
+            return "filtered"
         entry.crumb = crumb
         if entry.terminal:
             self._space(crumb)

@@ -116,6 +116,13 @@ class CrashHook:
         ignore: exception classes (or class names) not reported.
         interactive: install even in an interactive session.
         track: report the run lifecycle (start and terminal breadcrumbs).
+        before_send: ``(breadcrumb, hint) -> breadcrumb | None`` for the crash and
+            lifecycle breadcrumbs, on the worker thread: rewrite one (``dataclasses``-free:
+            use :meth:`~migas_logging.breadcrumb.Breadcrumb.replace`), or return None to
+            drop it (counted ``filtered``). ``hint`` holds ``kind`` (``crash``,
+            ``thread``, ``unraisable``, ``started``, ``terminal``), ``exception`` (the
+            main thread's, when there is one) and ``exit_status``. A hook that raises
+            leaves the breadcrumb as it was.
     """
 
     def __init__(
@@ -130,6 +137,8 @@ class CrashHook:
         ignore: Iterable[type[BaseException] | str] = (SystemExit,),
         interactive: bool = False,
         track: bool = False,
+        before_send: Callable[[_bc.Breadcrumb, dict[str, Any]], _bc.Breadcrumb | None]
+        | None = None,
         _handler: MigasHandler | None = None,
     ) -> None:
         from migas_logging.client import ClientSettings, get_client, yes_no
@@ -162,6 +171,13 @@ class CrashHook:
         self._refs = 0
         self._prev_sys: Callable[..., Any] | None = None
         self._prev_thread: Callable[..., Any] | None = None
+        self._prev_unraisable: Callable[..., Any] | None = None
+        if before_send is not None and not callable(before_send):
+            raise ConfigurationError(
+                f"before_send {before_send!r} is not callable; give a function "
+                f"(breadcrumb, hint) -> breadcrumb or None"
+            )
+        self.before_send = before_send
         self._prev_signals: dict[int, Any] = {}
         self._terminal_sent = False
         self._deferred: int | None = None  # a signal that came while the run was ending
@@ -213,6 +229,8 @@ class CrashHook:
         sys.excepthook = self._sys_hook
         self._prev_thread = threading.excepthook
         threading.excepthook = self._thread_hook
+        self._prev_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable_hook
         self._installed = True
         self._active = True
         if self._client is not None:
@@ -236,6 +254,8 @@ class CrashHook:
             sys.excepthook = self._prev_sys or sys.__excepthook__
         if threading.excepthook == self._thread_hook:
             threading.excepthook = self._prev_thread or threading.__excepthook__
+        if sys.unraisablehook == self._unraisable_hook:
+            sys.unraisablehook = self._prev_unraisable or sys.__unraisablehook__
         self._give_back_signals()
         self._prev_signals.clear()
         with _hooks_lock:
@@ -291,6 +311,24 @@ class CrashHook:
             )
             previous(args)
 
+    def _unraisable_hook(self, unraisable: Any) -> None:
+        """An exception Python could only call "unraisable" (in ``__del__``, a callback):
+        an ``R`` breadcrumb (the process goes on), then the previous hook."""
+        try:
+            exc = unraisable.exc_value
+            if (
+                self._active
+                and exc is not None
+                and os.getpid() == self._pid
+                and not self._ignored(exc)
+            ):
+                self._report_unraisable(exc, unraisable.object)
+        except Exception:
+            pass
+        finally:
+            previous = self._prev_unraisable or sys.__unraisablehook__
+            previous(unraisable)
+
     # --- reporting ------------------------------------------------------------------
 
     def _crumb(
@@ -320,6 +358,25 @@ class CrashHook:
         desc = ("Suspended" if status == "S" else "Errored") + f" in thread {thread_name}"
         data = _ThreadCrash(info, status, desc)
         # like any record: the rate cap and the queue bound hold for a storm of crashes
+        client.submit(_CrashRoute.of(self, route), data)
+
+    def _report_unraisable(self, exc: BaseException, obj: object) -> None:
+        """Queue an ``R`` breadcrumb naming where it happened by type, never by value."""
+        client, route = self._client, self._route
+        if client is None or route is None:
+            return
+        # a function's qualified name (``Leaky.__del__``) or an object's class: code
+        # names, never a value (which could carry the user's data)
+        code = getattr(obj, "__code__", None) or getattr(
+            getattr(obj, "__func__", None), "__code__", None
+        )
+        where = code.co_qualname if code is not None and hasattr(code, "co_qualname") else None
+        if where is None:
+            where = getattr(obj, "__qualname__", None) if code is not None else None
+        if not isinstance(where, str):
+            where = type(obj).__qualname__ if obj is not None else "?"
+        data = _ThreadCrash(_bc.capture_exception(exc), "R", f"Unraisable exception in {where}")
+        data.kind = "unraisable"
         client.submit(_CrashRoute.of(self, route), data)
 
     def _report_crash(self, exc: BaseException) -> None:
@@ -427,6 +484,25 @@ class CrashHook:
             return _Plain("S", f"Terminated ({name})", counts=True)
         return _MainCrash(exc)
 
+    def _filtered(self, crumb: _bc.Breadcrumb, data: Any) -> _bc.Breadcrumb:
+        """Apply ``before_send``; a hook that fails leaves the breadcrumb as it was."""
+        from migas_logging.worker import Filtered
+
+        before_send = self.before_send
+        if before_send is None:
+            return crumb
+        try:
+            result: object = before_send(crumb, _hint(data))
+        except Exception as exc:
+            _report("before_send", "migas: before_send failed (%r); breadcrumb sent as is", exc)
+            return crumb
+        if result is None:
+            raise Filtered
+        if not isinstance(result, _bc.Breadcrumb):
+            _report("before_send:type", "migas: before_send returned %r, not a Breadcrumb", result)
+            return crumb
+        return result
+
     def _terminal_data(self) -> _Plain:
         """How the run ended: a signal, ``sys.exit(status)``, or a normal end."""
         info = None
@@ -497,12 +573,13 @@ class _MainCrash:
 
 
 class _ThreadCrash:
-    __slots__ = ("desc", "info", "status")
+    __slots__ = ("desc", "info", "kind", "status")
 
     def __init__(self, info: _bc.ExceptionInfo, status: str, desc: str) -> None:
         self.info = info
         self.status = status
         self.desc = desc
+        self.kind = "thread"
 
 
 class _CrashRoute:
@@ -518,20 +595,38 @@ class _CrashRoute:
         if cached is None:
 
             def build(data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
-                if isinstance(data, _bc.Breadcrumb):
-                    return data
-                if isinstance(data, _MainCrash):
-                    return hook._crumb(data.exc, ctx)
-                info = data.info if isinstance(data, _ThreadCrash | _Plain) else None
-                desc = data.desc
-                client = hook._client
-                if isinstance(data, _Plain) and data.counts and client is not None:
-                    desc += _counts(client.total.as_dict())
-                return hook._make(ctx, data.status, desc, info)
+                crumb = _made(hook, data, ctx)
+                return crumb if hook.before_send is None else hook._filtered(crumb, data)
 
             cached = _Route(build=build, stats=route.stats, name=route.name)
             hook._crash_route = cached
         return cached
+
+
+def _made(hook: CrashHook, data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
+    """The crash or lifecycle breadcrumb of ``data`` (on the worker)."""
+    if isinstance(data, _bc.Breadcrumb):
+        return data
+    if isinstance(data, _MainCrash):
+        return hook._crumb(data.exc, ctx)
+    info = data.info if isinstance(data, _ThreadCrash | _Plain) else None
+    desc = data.desc
+    client = hook._client
+    if isinstance(data, _Plain) and data.counts and client is not None:
+        desc += _counts(client.total.as_dict())
+    return hook._make(ctx, data.status, desc, info)
+
+
+def _hint(data: Any) -> dict[str, Any]:
+    """What ``before_send`` learns of a breadcrumb besides the breadcrumb."""
+    if isinstance(data, _MainCrash):
+        return {"kind": "crash", "exception": data.exc}
+    if isinstance(data, _ThreadCrash):
+        return {"kind": data.kind, "exception": None, "exception_type": data.info.type_name}
+    if isinstance(data, _Plain):
+        kind = "started" if data.desc == "Started" else "terminal"
+        return {"kind": kind, "exception": None, "exit_status": process.exit_status()}
+    return {"kind": "terminal", "exception": None}
 
 
 def _counts(stats: dict[str, Any]) -> str:
@@ -609,6 +704,7 @@ def install_for_handler(handler: MigasHandler) -> CrashHook | None:
                 flush_deadline=handler.flush_deadline,
                 redact=handler.redact,
                 track=handler.track,
+                before_send=handler.before_send,
                 _handler=handler,
             )
             _hooks[hook.project] = hook

@@ -152,6 +152,9 @@ class MigasHandler(logging.Handler):
             a stable UUID), as fMRIPrep uses its run UUID.
         ignore_loggers: loggers (with their children) whose records are never sent, e.g.
             ``["nipype.interface"]``; a comma-separated string works too.
+        before_send: ``(breadcrumb, hint) -> breadcrumb | None``, applied to the crash
+            and lifecycle breadcrumbs (see :mod:`migas_logging.classify`): return a
+            changed breadcrumb, or None to drop it (counted ``filtered``).
 
     The process-wide options (and ``endpoint`` and ``timeout``) make the process's
     client when this is the first handler; a later handler that gives a different value
@@ -186,6 +189,7 @@ class MigasHandler(logging.Handler):
         enabled: object = True,
         session_id: str | None = None,
         ignore_loggers: Sequence[str] | str | None = (),
+        before_send: Any = None,
         _registered: bool = True,
     ) -> None:
         if project is None:
@@ -248,6 +252,12 @@ class MigasHandler(logging.Handler):
         if not wanted.enabled:
             config.set_enabled(False)  # process-wide, like MIGAS_OPTOUT (--notrack)
         self.ignore_loggers = _logger_names(ignore_loggers)
+        if before_send is not None and not callable(before_send):
+            raise ConfigurationError(
+                f"before_send {before_send!r} is not callable; give a function "
+                f"(breadcrumb, hint) -> breadcrumb or None (in dictConfig: 'ext://pkg.func')"
+            )
+        self.before_send = before_send
         self.settings = config.Settings(wanted.endpoint, wanted.timeout, config.optout())
         self.track = yes_no(track, "track")
         self.excepthook = yes_no(excepthook, "excepthook") or self.track

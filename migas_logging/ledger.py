@@ -17,6 +17,7 @@ crash hook, ``Started`` and the terminal breadcrumb included) is counted once in
 | ``optout`` | ``MIGAS_OPTOUT`` is set |
 | ``closed`` | the handler (or the client) was already closed |
 | ``duplicate`` | the structlog processor (or the crash hook) already sent this event |
+| ``filtered`` | the application's ``before_send`` hook dropped it |
 | ``reentrant`` | logged by a signal handler that interrupted this package's own lock |
 | ``error`` | an internal error in this package (reported once on its own logger) |
 
@@ -46,12 +47,13 @@ DROP_REASONS = (
     "optout",
     "closed",
     "duplicate",
+    "filtered",
     "reentrant",
     "error",
 )
 
 #: Reasons that say nothing about a breadcrumb (it was never made): not audited.
-UNAUDITED = frozenset({"optout", "duplicate", "reentrant"})
+UNAUDITED = frozenset({"optout", "duplicate", "reentrant", "filtered"})
 
 
 class Stats:

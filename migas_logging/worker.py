@@ -41,10 +41,14 @@ if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
     from migas_logging.delivery import Sender
 
-__all__ = ["Entry", "Route", "Worker"]
+__all__ = ["Entry", "Filtered", "Route", "Worker"]
 
 _STOP = object()
 _NO_FLUSH = float("inf")
+
+
+class Filtered(Exception):
+    """Raised by a route's ``build`` when the application's hook dropped the breadcrumb."""
 
 
 class Route:
