@@ -26,6 +26,7 @@ imported: ``import migas_logging`` stays cheap for applications that never log a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
@@ -201,6 +202,18 @@ class Transport:
         # Started now, while threads can still start: on Python 3.12 none can during
         # the interpreter's exit, which is when a crash's breadcrumb may be sent.
         _watchdog.start()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Do now the imports ``requests`` makes on a first request (``netrc``, ...).
+
+        A fork in the middle of such an import leaves the module's import lock held in
+        the child, whose own first request then waits on it forever. The worker does
+        not fork while it prepares, and it makes its transport then.
+        """
+        rq = self._requests
+        with contextlib.suppress(Exception):
+            self._session.prepare_request(rq.Request("POST", f"{self.endpoint}/graphql"))
 
     @property
     def uses_graphql(self) -> bool:

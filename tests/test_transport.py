@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 
@@ -161,3 +164,27 @@ class TestGraphQLFallback:
             outcome = Transport(c.url, 2).send(b)
             assert OutcomeKind.REJECTED == outcome.kind
             assert "not yet registered" in outcome.detail
+
+
+class TestFork:
+    def test_a_first_request_imports_nothing(self, collector: LocalCollector) -> None:
+        """Every import of a request happens when the transport is made.
+
+        A fork during an import (``requests`` imports ``netrc`` on a first request)
+        leaves that module's lock held in the child, whose own first request then
+        hangs; the worker does not fork while it makes its transport.
+        """
+        code = textwrap.dedent(
+            f"""
+            import sys
+            from migas_logging.transport import Transport
+            t = Transport({collector.url!r}, 5)
+            before = set(sys.modules)
+            assert t.graphql("query {{ __typename }}").ok
+            print(sorted(set(sys.modules) - before))
+            """
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert "[]" == run.stdout.strip(), run.stderr
