@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +28,7 @@ from migas_logging.collector import free_port
 from migas_logging.exceptions import MigasConnectionError, MigasRequestError, MigasTimeoutError
 from migas_logging.transport import Outcome, OutcomeKind, Transport
 
-from .conftest import PROJECT, Blackhole
+from .conftest import PROJECT, TEST_CERT, TEST_KEY, Blackhole
 
 TIMEOUT = 2.0
 MARGIN = 2.5
@@ -59,11 +61,12 @@ class RawServer:
     then the body one byte every ``INTERVAL``), ``silent`` (reads the request, never
     answers), ``cut-body`` (the head, then the connection closes in the body),
     ``slow-404`` and ``slow-413`` (answer after 0.8 s: no REST endpoint, or a
-    size limit of 800 bytes).
+    size limit of 800 bytes). With ``tls`` (a server-side context) it speaks HTTPS.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, tls: ssl.SSLContext | None = None) -> None:
         self.plan = plan
+        self.tls = tls
         self.paths: list[str] = []
         self.connections = 0
         self._stop = threading.Event()
@@ -72,7 +75,8 @@ class RawServer:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(16)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -107,6 +111,8 @@ class RawServer:
     def _talk(self, conn: socket.socket) -> None:
         pending = b""
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             while not self._stop.is_set():
                 got = self._request(conn, pending)
                 if got is None:
@@ -181,12 +187,12 @@ class RawServer:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Plan], RawServer]]:
+def serve() -> Iterator[Callable[..., RawServer]]:
     """Start raw servers for a test; all are closed after it."""
     servers: list[RawServer] = []
 
-    def start(plan: Plan) -> RawServer:
-        servers.append(RawServer(plan))
+    def start(plan: Plan, tls: ssl.SSLContext | None = None) -> RawServer:
+        servers.append(RawServer(plan, tls))
         return servers[-1]
 
     yield start
@@ -217,7 +223,7 @@ FAULTS = {
 
 @pytest.fixture(params=list(FAULTS))
 def fault(
-    request: pytest.FixtureRequest, serve: Callable[[Plan], RawServer]
+    request: pytest.FixtureRequest, serve: Callable[..., RawServer]
 ) -> Iterator[tuple[str, str]]:
     """(name, url) of a server that plays one fault."""
     name = request.param
@@ -263,7 +269,7 @@ def test_check_project_returns_within_its_timeout(fault: tuple[str, str]) -> Non
     assert time.monotonic() - start < TIMEOUT + MARGIN, name
 
 
-def test_concurrent_queries_are_each_bounded(serve: Callable[[Plan], RawServer]) -> None:
+def test_concurrent_queries_are_each_bounded(serve: Callable[..., RawServer]) -> None:
     """Queries from several threads at once against a trickling server all end in time."""
     server = serve(always("trickle-head"))
     elapsed: list[float] = []
@@ -284,10 +290,28 @@ def test_concurrent_queries_are_each_bounded(serve: Callable[[Plan], RawServer])
     assert 4 == server.connections
 
 
+def test_trickled_head_over_tls_is_cut_too(
+    serve: Callable[..., RawServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTPS (a verified test certificate) the bound holds the same way."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text(TEST_CERT)
+    key.write_text(TEST_KEY)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    server = serve(lambda n, path: "trickle-head" if n == 1 else "ok", context)
+    transport = Transport(server.url, TIMEOUT)
+    outcome, elapsed = timed_send(transport)
+    assert OutcomeKind.TIMEOUT is outcome.kind, outcome
+    assert elapsed < TIMEOUT + MARGIN
+    assert transport.send(crumb()).ok  # the certificate is trusted: the bound cut it
+
+
 # --- the deadline of a whole send ------------------------------------------------------
 
 
-def test_deadline_ends_a_send_before_its_timeout(serve: Callable[[Plan], RawServer]) -> None:
+def test_deadline_ends_a_send_before_its_timeout(serve: Callable[..., RawServer]) -> None:
     """send(deadline=...) ends by the deadline even when the timeout is far longer."""
     server = serve(always("trickle-head"))
     outcome, elapsed = timed_send(Transport(server.url, 30), deadline=time.monotonic() + 1.0)
@@ -295,7 +319,7 @@ def test_deadline_ends_a_send_before_its_timeout(serve: Callable[[Plan], RawServ
     assert elapsed < 1.0 + MARGIN
 
 
-def test_deadline_covers_the_graphql_fallback(serve: Callable[[Plan], RawServer]) -> None:
+def test_deadline_covers_the_graphql_fallback(serve: Callable[..., RawServer]) -> None:
     """A slow 404, then a silent /graphql: the fallback shares the send's deadline."""
     server = serve(lambda n, path: "slow-404" if path.startswith("/api/") else "silent")
     transport = Transport(server.url, 30)
@@ -306,7 +330,7 @@ def test_deadline_covers_the_graphql_fallback(serve: Callable[[Plan], RawServer]
     assert transport.uses_graphql
 
 
-def test_deadline_covers_the_413_refit(serve: Callable[[Plan], RawServer]) -> None:
+def test_deadline_covers_the_413_refit(serve: Callable[..., RawServer]) -> None:
     """A slow 413 with a smaller limit, then silence: the refit shares the deadline."""
     server = serve(lambda n, path: "slow-413" if n == 1 else "silent")
     outcome, elapsed = timed_send(Transport(server.url, 30), deadline=time.monotonic() + 1.5)
@@ -315,7 +339,7 @@ def test_deadline_covers_the_413_refit(serve: Callable[[Plan], RawServer]) -> No
     assert 2 == len(server.paths)
 
 
-def test_passed_deadline_sends_nothing(serve: Callable[[Plan], RawServer]) -> None:
+def test_passed_deadline_sends_nothing(serve: Callable[..., RawServer]) -> None:
     """A deadline already passed: TIMEOUT at once, and no connection is made."""
     server = serve(always("ok"))
     outcome, elapsed = timed_send(Transport(server.url, 5), deadline=time.monotonic() - 1)
@@ -325,7 +349,7 @@ def test_passed_deadline_sends_nothing(serve: Callable[[Plan], RawServer]) -> No
     assert 0 == server.connections
 
 
-def test_deadline_does_not_stretch_the_timeout(serve: Callable[[Plan], RawServer]) -> None:
+def test_deadline_does_not_stretch_the_timeout(serve: Callable[..., RawServer]) -> None:
     """A far deadline does not lengthen one request past its timeout."""
     server = serve(always("trickle-head"))
     outcome, elapsed = timed_send(Transport(server.url, TIMEOUT), deadline=time.monotonic() + 3600)
@@ -337,7 +361,7 @@ def test_deadline_does_not_stretch_the_timeout(serve: Callable[[Plan], RawServer
 
 
 @pytest.mark.parametrize("first", ["trickle-head", "trickle-body", "silent"])
-def test_transport_recovers_after_an_abort(serve: Callable[[Plan], RawServer], first: str) -> None:
+def test_transport_recovers_after_an_abort(serve: Callable[..., RawServer], first: str) -> None:
     """The next sends get a fresh connection, which is then kept alive."""
     server = serve(lambda n, path: first if n == 1 else "ok")
     transport = Transport(server.url, 1.0)
@@ -352,7 +376,7 @@ def test_transport_recovers_after_an_abort(serve: Callable[[Plan], RawServer], f
     assert 3 == len(server.paths)
 
 
-def test_a_body_cut_short_is_a_server_error(serve: Callable[[Plan], RawServer]) -> None:
+def test_a_body_cut_short_is_a_server_error(serve: Callable[..., RawServer]) -> None:
     """A connection that breaks inside the body is a retryable server error, not a bug."""
     server = serve(lambda n, path: "cut-body" if n == 1 else "ok")
     transport = Transport(server.url, TIMEOUT)
