@@ -28,7 +28,7 @@ from migas_logging.collector import free_port
 from migas_logging.exceptions import MigasConnectionError, MigasRequestError, MigasTimeoutError
 from migas_logging.transport import Outcome, OutcomeKind, Transport
 
-from .conftest import PROJECT, TEST_CERT, TEST_KEY, Blackhole
+from .conftest import PROJECT, TEST_CERT, TEST_KEY, Blackhole, app_env, run_app
 
 TIMEOUT = 2.0
 MARGIN = 2.5
@@ -208,6 +208,33 @@ def timed_send(transport: Transport, **options: float) -> tuple[Outcome, float]:
     start = time.monotonic()
     outcome = transport.send(crumb(), **options)  # type: ignore[arg-type]
     return outcome, time.monotonic() - start
+
+
+# --- the defect as it was found ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("track", [False, True])
+def test_trickled_head_holds_neither_a_crashed_process_nor_check_project(
+    serve: Callable[..., RawServer], tmp_path: Path, track: bool
+) -> None:
+    """Head trickled one byte every 0.3 s: a crash exits within its flush deadline, and
+    check_project(timeout=1) returns within its timeout (both took 30 s before)."""
+    server = serve(always("trickle-head"))
+    body = f"""
+        setup({server.url!r}, timeout=5, flush_deadline=1.0, excepthook=True, track={track})
+        log.error("before the crash")
+        logged()
+        raise ValueError("the application's own failure")
+    """
+    run = run_app(body, app_env(tmp_path), timeout=90)
+    assert 1 == run.returncode
+    assert "ValueError: the application's own failure" in run.stderr
+    assert run.exit_seconds < 1.0 + MARGIN, run.stderr
+    start = time.monotonic()
+    result = query.check_project(PROJECT, "1.0", endpoint=server.url, timeout=1)
+    assert time.monotonic() - start < 1.0 + MARGIN
+    assert not result["success"]
 
 
 # --- every kind of slow or silent server, for a send and for a query ----------------
