@@ -128,6 +128,10 @@ def _watch(sock: socket.socket | None) -> None:
         guard.watch(sock)
 
 
+#: The longest single wait of the watchdog, in seconds.
+_IDLE = 3600.0
+
+
 class _Watchdog:
     """One daemon thread that expires guards at their deadlines."""
 
@@ -180,8 +184,8 @@ class _Watchdog:
                     self._guards = [g for g in self._guards if g.deadline > now]
                     for guard in due:
                         guard.expire()
-                wait = min((g.deadline for g in self._guards), default=now + 3600.0) - now
-                cond.wait(wait)
+                wait = min((g.deadline for g in self._guards), default=now + _IDLE) - now
+                cond.wait(min(wait, _IDLE))  # a far deadline must not overflow the wait
 
 
 _WATCHDOG = _Watchdog()

@@ -55,6 +55,8 @@ ADD_BREADCRUMB_MUTATION = (
 )
 
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
+#: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
+_LONGEST_WAIT = 365 * 86400.0
 _DETAIL_MAX = 300
 
 
@@ -368,10 +370,10 @@ class Transport:
                 body_bytes=len(body),
             )
 
-        if until <= start or not self._lock.acquire(timeout=until - start):
+        if until <= start or not self._lock.acquire(timeout=min(until - start, _LONGEST_WAIT)):
             return timed_out("no time left before the deadline; not sent")
         try:
-            left = until - time.monotonic()
+            left = min(until - time.monotonic(), _LONGEST_WAIT)
             if left <= 0:
                 return timed_out("no time left before the deadline; not sent")
             guard = self._watchdog.Guard(until)

@@ -132,6 +132,11 @@ class TestRefusals:
         assert OutcomeKind.TIMEOUT == outcome.kind
         assert time.monotonic() - start < 3
 
+    def test_a_huge_timeout_still_delivers(self, collector: LocalCollector) -> None:
+        """MIGAS_TIMEOUT=1e15 is a valid (if silly) value: waits are capped, not overflowed."""
+        outcome = Transport(collector.url, 1e15).send(crumb())
+        assert outcome.ok, outcome
+
     def test_refused_connection(self) -> None:
         """Nothing listening: UNREACHABLE, at once."""
         outcome = Transport(f"http://127.0.0.1:{free_port()}", 2).send(crumb())

@@ -124,6 +124,22 @@ class TestWatchdogThread:
         names = [t.name for t in threading.enumerate()]
         assert 1 == names.count("migas-logging-watchdog")
 
+    def test_a_far_deadline_does_not_stop_the_thread(
+        self, pair: tuple[socket.socket, ...]
+    ) -> None:
+        """A deadline 1e15 s away (a huge timeout) is waited for in slices, not at once."""
+        assert _watchdog.start()
+        thread = _watchdog._WATCHDOG._thread
+        with Guard(time.monotonic() + 1e15):
+            time.sleep(0.2)  # the watchdog computes its wait
+        assert thread is not None
+        assert thread.is_alive()  # an overflowing wait would have killed it
+        a, _ = pair
+        guard = Guard(time.monotonic() + 0.3)
+        data, elapsed = blocked_read(a, guard)
+        assert (b"", True) == (data, guard.expired)
+        assert elapsed < 0.3 + LATE
+
     def test_without_a_thread_a_guard_still_works(
         self, monkeypatch: pytest.MonkeyPatch, pair: tuple[socket.socket, ...]
     ) -> None:
