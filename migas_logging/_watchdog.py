@@ -26,6 +26,7 @@ registered; the caller bounds them per attempt with a connect timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -133,13 +134,19 @@ _IDLE = 3600.0
 
 
 class _Watchdog:
-    """One daemon thread that expires guards at their deadlines."""
+    """One daemon thread that expires guards at their deadlines.
+
+    Its lock is reentrant, and the list of guards is replaced rather than edited in
+    place, so that a signal handler that makes a request while the main thread is in
+    :meth:`arm` or :meth:`disarm` neither deadlocks nor removes the wrong guard (at
+    worst its own guard goes unwatched).
+    """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.RLock())
         self._guards: list[Guard] = []
         self._thread: threading.Thread | None = None
 
@@ -164,16 +171,13 @@ class _Watchdog:
         with self._cond:
             if not self._start():
                 return False
-            self._guards.append(guard)
+            self._guards = [*self._guards, guard]
             self._cond.notify()
         return True
 
     def disarm(self, guard: Guard) -> None:
         with self._cond:
-            for i, armed in enumerate(self._guards):
-                if armed is guard:
-                    del self._guards[i]
-                    break
+            self._guards = [g for g in self._guards if g is not guard]
 
     def _run(self, cond: threading.Condition) -> None:
         with cond:
@@ -183,7 +187,8 @@ class _Watchdog:
                 if due:
                     self._guards = [g for g in self._guards if g.deadline > now]
                     for guard in due:
-                        guard.expire()
+                        with contextlib.suppress(Exception):  # never end the thread
+                            guard.expire()
                 wait = min((g.deadline for g in self._guards), default=now + _IDLE) - now
                 cond.wait(min(wait, _IDLE))  # a far deadline must not overflow the wait
 

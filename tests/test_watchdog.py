@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -139,6 +142,22 @@ class TestWatchdogThread:
         data, elapsed = blocked_read(a, guard)
         assert (b"", True) == (data, guard.expired)
         assert elapsed < 0.3 + LATE
+
+    def test_a_signal_handler_request_inside_arm_does_not_deadlock(self) -> None:
+        """A request made by a signal handler while the main thread arms a guard."""
+        code = textwrap.dedent(
+            """
+            import time
+            from migas_logging import _watchdog
+            with _watchdog._WATCHDOG._cond:  # where the main thread may be at the signal
+                with _watchdog.Guard(time.monotonic() + 5) as armed:
+                    print(armed)
+            """
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert "True" == run.stdout.strip(), run.stderr
 
     def test_without_a_thread_a_guard_still_works(
         self, monkeypatch: pytest.MonkeyPatch, pair: tuple[socket.socket, ...]
