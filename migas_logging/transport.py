@@ -479,6 +479,8 @@ def _read_answer(resp: Any, deadline: float) -> bytes:
 
     Raises:
         _Overdue: the deadline passed before the answer ended.
+        http.client.IncompleteRead: the body ended before its ``Content-Length`` (an
+            older urllib3 does not say so itself).
     """
     data = bytearray()
     read1 = getattr(resp.raw, "read1", None)
@@ -493,7 +495,19 @@ def _read_answer(resp: Any, deadline: float) -> bytes:
             break
         if time.monotonic() > deadline:
             raise _Overdue
+    else:  # read to the end, not cut at ANSWER_MAX_BYTES
+        _check_length(resp.headers, bytes(data))
     return bytes(data)
+
+
+def _check_length(headers: Any, body: bytes) -> None:
+    """Raise ``IncompleteRead`` if a plain body is shorter than its ``Content-Length``."""
+    import http.client
+
+    length = str(headers.get("Content-Length") or "").strip()
+    encoding = str(headers.get("Content-Encoding") or "identity").strip().lower()
+    if length.isdigit() and encoding == "identity" and len(body) < int(length):
+        raise http.client.IncompleteRead(body, int(length) - len(body))
 
 
 def _answer(
