@@ -13,11 +13,11 @@ An aborted connection is closed by ``urllib3`` like any broken one; the next req
 opens a fresh one, so the keep-alive pool stays usable. A guard that ends in time
 forgets its sockets, so a connection that goes back to the pool is never touched.
 
-The watchdog starts with the first guard of a process, and again in a forked child. If
-it cannot start (Python 3.12 refuses new threads once the interpreter is shutting
-down), :meth:`Guard.__enter__` returns False and the request keeps only its
-per-operation timeouts: each wait is bounded, the whole is not. Start it early with
-:func:`start` where that matters.
+The watchdog starts with :func:`start` (a transport calls it when it is made) or with
+the first guard of a process, and again in a forked child. If it cannot start (Python
+3.12 refuses new threads once the interpreter is shutting down), :meth:`Guard.__enter__`
+returns False and the request keeps only its per-operation timeouts: each wait is
+bounded, the whole is not.
 
 Not covered by the watchdog: name resolution (the system resolver's own limits) and the
 TCP connect and TLS handshake of a new connection, which end before its socket can be

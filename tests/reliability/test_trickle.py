@@ -335,6 +335,21 @@ def test_trickled_head_over_tls_is_cut_too(
     assert transport.send(crumb()).ok  # the certificate is trusted: the bound cut it
 
 
+def test_trickling_http_proxy_is_cut_too(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through an HTTP proxy (HTTP_PROXY) that trickles, the bound holds the same way."""
+    proxy = serve(always("trickle-head"))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("http_proxy", proxy.url)
+    outcome, elapsed = timed_send(Transport("http://migas.invalid", TIMEOUT))
+    assert OutcomeKind.TIMEOUT is outcome.kind, outcome
+    assert elapsed < TIMEOUT + MARGIN
+    assert ["http://migas.invalid/api/breadcrumb"] == proxy.paths  # it went to the proxy
+
+
 # --- the deadline of a whole send ------------------------------------------------------
 
 
