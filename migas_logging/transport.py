@@ -370,8 +370,10 @@ class Transport:
                 body_bytes=len(body),
             )
 
-        if until <= start or not self._lock.acquire(timeout=min(until - start, _LONGEST_WAIT)):
+        if until <= start:
             return timed_out("no time left before the deadline; not sent")
+        if not self._lock.acquire(timeout=min(until - start, _LONGEST_WAIT)):
+            return timed_out("another call held the transport until the deadline; not sent")
         try:
             left = min(until - time.monotonic(), _LONGEST_WAIT)
             if left <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -136,6 +137,23 @@ class TestRefusals:
         """MIGAS_TIMEOUT=1e15 is a valid (if silly) value: waits are capped, not overflowed."""
         outcome = Transport(collector.url, 1e15).send(crumb())
         assert outcome.ok, outcome
+
+    def test_a_call_waiting_for_another_keeps_its_own_bound(
+        self, collector: LocalCollector
+    ) -> None:
+        """Calls on one transport are serialised; the wait counts against the bound."""
+        collector.fault("hang")
+        t = Transport(collector.url, 1.0)
+        first = threading.Thread(target=t.send, args=(crumb(),))
+        first.start()
+        time.sleep(0.2)  # the first call holds the transport
+        start = time.monotonic()
+        outcome = t.send(crumb(), deadline=time.monotonic() + 0.3)
+        elapsed = time.monotonic() - start
+        first.join(10)
+        assert OutcomeKind.TIMEOUT is outcome.kind
+        assert "not sent" in outcome.detail
+        assert elapsed < 0.3 + 2
 
     def test_refused_connection(self) -> None:
         """Nothing listening: UNREACHABLE, at once."""
