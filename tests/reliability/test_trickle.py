@@ -30,8 +30,8 @@ from migas_logging.transport import Outcome, OutcomeKind, Transport
 
 from .conftest import PROJECT, TEST_CERT, TEST_KEY, Blackhole, app_env, run_app
 
-TIMEOUT = 2.0
-MARGIN = 2.5
+TIMEOUT = 1.5
+MARGIN = 2.0
 INTERVAL = 0.3
 
 OK_BODY = b'{"success": true, "message": ""}'
@@ -289,10 +289,6 @@ def test_check_project_returns_within_its_timeout(fault: tuple[str, str]) -> Non
     start = time.monotonic()
     with pytest.raises(expected):
         query.check_project(PROJECT, "1.0", endpoint=url, timeout=TIMEOUT, raise_on_error=True)
-    assert time.monotonic() - start < TIMEOUT + MARGIN, name
-    start = time.monotonic()
-    result = query.check_project(PROJECT, "1.0", endpoint=url, timeout=TIMEOUT)
-    assert not result["success"]
     assert time.monotonic() - start < TIMEOUT + MARGIN, name
 
 
