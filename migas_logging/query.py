@@ -8,11 +8,12 @@ Both return the official client's shapes, so code written for ``migas`` can swit
     get_usage("nipreps/fmriprep", "2024-01-01")
     {'hits': 7, 'unique': False, 'success': True, 'message': ''}
 
-They are synchronous (they wait for the answer, within the timeout) and are meant for
-explicit use, for example a "new version available" notice at start-up. Failures come
-back as ``success: False`` with a message that says what happened; pass
-``raise_on_error=True`` to get an exception from :mod:`migas_logging.exceptions`
-instead. User input always travels as GraphQL variables, never pasted into the query.
+They are synchronous (they wait for the answer, at most the timeout: a server that
+trickles its answer cannot stretch it) and are meant for explicit use, for example a
+"new version available" notice at start-up. Failures come back as ``success: False``
+with a message that says what happened; pass ``raise_on_error=True`` to get an
+exception from :mod:`migas_logging.exceptions` instead. User input always travels as
+GraphQL variables, never pasted into the query.
 
 Under ``MIGAS_OPTOUT`` nothing is sent: the result says telemetry is disabled (or
 :class:`~migas_logging.exceptions.TelemetryDisabledError` is raised with
@@ -22,6 +23,7 @@ Under ``MIGAS_OPTOUT`` nothing is sent: the result says telemetry is disabled (o
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from typing import Any
 
 from migas_logging import config
@@ -128,10 +130,11 @@ def _call(
     settings = config.Settings.resolve(endpoint, timeout)
     if settings.optout:
         return None, TelemetryDisabledError(DISABLED_MESSAGE)
+    deadline = time.monotonic() + settings.timeout  # the whole call, by the wall clock
     transport = Transport(settings.endpoint, settings.timeout)
     url = config.display_url(f"{settings.endpoint}/graphql")  # for messages: no credentials
     try:
-        outcome = transport.graphql(query, variables)
+        outcome = transport.graphql(query, variables, deadline=deadline)
     finally:
         transport.close()
     payload = outcome.payload
@@ -170,7 +173,8 @@ def check_project(
         project: ``owner/repo``.
         version: the version to check.
         endpoint: the server's base URL (default: ``MIGAS_ENDPOINT``, then the hosted one).
-        timeout: seconds (default: ``MIGAS_TIMEOUT``, then 5).
+        timeout: seconds the call may take, by the wall clock, even against a server
+            that trickles its answer (default: ``MIGAS_TIMEOUT``, then 5).
         raise_on_error: raise a :class:`~migas_logging.exceptions.MigasError` instead of
             returning ``success: False``.
 
@@ -223,7 +227,7 @@ def get_usage(
         end: end of the period; default now (the server's clock).
         unique: count distinct users instead of breadcrumbs.
         endpoint: the server's base URL.
-        timeout: seconds.
+        timeout: seconds the call may take, by the wall clock.
         raise_on_error: raise instead of returning ``success: False``.
 
     Returns:

@@ -1,10 +1,18 @@
 """HTTP to a migas server: one breadcrumb or one GraphQL call at a time, answers as values.
 
 The transport builds requests and maps every answer to an :class:`Outcome`; it never
-raises, keeps no queue and starts no thread (the worker does that). It holds one
-``requests.Session`` so that consecutive calls reuse one keep-alive connection, sets
-explicit connect and read timeouts on every call, keeps TLS verification on, and sends
+raises and keeps no queue. It holds one ``requests.Session`` so that consecutive calls
+reuse one keep-alive connection, keeps TLS verification on, and sends
 ``User-Agent: migas-logging/<version>``.
+
+Every request is bounded by the wall clock: connecting, sending, the status line, the
+headers and the body together take at most ``timeout`` seconds, and a send given a
+``deadline`` (with its GraphQL fallback or its 413 retry) ends by that deadline. A
+server that trickles its answer a byte at a time cannot stretch either: ``requests``
+only times each socket operation, so a watchdog thread (:mod:`migas_logging._watchdog`,
+one per process) shuts the request's socket down when its time is up, and the outcome
+is ``TIMEOUT``. Connecting is bounded per attempt by the connect timeout, clamped to the
+time left; name resolution only by the system's resolver.
 
 Breadcrumbs go to ``POST /api/breadcrumb``. A server that answers 404 or 405 there is an
 older one: the transport then sends the GraphQL ``add_breadcrumb`` mutation instead, and
@@ -18,6 +26,7 @@ imported: ``import migas_logging`` stays cheap for applications that never log a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
@@ -46,6 +55,8 @@ ADD_BREADCRUMB_MUTATION = (
 )
 
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
+#: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
+_LONGEST_WAIT = 365 * 86400.0
 _DETAIL_MAX = 300
 
 
@@ -151,15 +162,19 @@ def _detail_of(payload: Any, fallback: str) -> str:
 class Transport:
     """Send breadcrumbs and GraphQL calls to one migas server.
 
-    Not thread-safe: give each thread its own transport (the worker owns one; the crash
-    hook makes its own).
+    Calls on one transport are serialised (a call that waits for another counts the
+    wait against its own bound); give each thread its own transport to run them at once.
 
     Args:
         endpoint: the server's base URL (already resolved, see
             :func:`migas_logging.config.resolve_endpoint`).
-        timeout: seconds for connecting and, separately, for reading the answer.
-        connect_timeout: seconds for connecting; defaults to ``timeout``.
+        timeout: seconds for one request as a whole: connecting, sending and reading
+            the whole answer.
+        connect_timeout: seconds for connecting (each address tried); defaults to
+            ``timeout``, and never more than the time left.
         session: a ``requests.Session`` to use instead of a new one (tests, proxies).
+            Its stock adapters are replaced by watched ones; a custom adapter is kept,
+            and then only each socket operation is timed.
     """
 
     def __init__(
@@ -172,15 +187,35 @@ class Transport:
     ) -> None:
         import requests
 
+        from migas_logging import _watchdog
+
         self.endpoint = endpoint.rstrip("/")
-        self.timeout = (connect_timeout or timeout, timeout)
+        self.timeout = float(timeout)
+        self.connect_timeout = min(float(connect_timeout or timeout), self.timeout)
         self._requests = requests
+        self._watchdog = _watchdog
         self._session = session if session is not None else requests.Session()
+        _watch_session(self._session, _watchdog.WatchedAdapter)
         self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         self._session.verify = True
         self._graphql_only = False
         self._max_body = MAX_BODY_BYTES
         self._lock = threading.Lock()
+        # Started now, while threads can still start: on Python 3.12 none can during
+        # the interpreter's exit, which is when a crash's breadcrumb may be sent.
+        _watchdog.start()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Do now the imports ``requests`` makes on a first request (``netrc``, ...).
+
+        A fork in the middle of such an import leaves the module's import lock held in
+        the child, whose own first request then waits on it forever. The worker does
+        not fork while it prepares, and it makes its transport then.
+        """
+        rq = self._requests
+        with contextlib.suppress(Exception):
+            self._session.prepare_request(rq.Request("POST", f"{self.endpoint}/graphql"))
 
     @property
     def uses_graphql(self) -> bool:
@@ -196,40 +231,46 @@ class Transport:
 
     # --- breadcrumbs -----------------------------------------------------------------
 
-    def send(self, crumb: Breadcrumb, *, wait: bool = False) -> Outcome:
+    def send(
+        self, crumb: Breadcrumb, *, wait: bool = False, deadline: float | None = None
+    ) -> Outcome:
         """Send one breadcrumb and report what became of it.
 
         Args:
             crumb: the breadcrumb (valid and within 2,500 bytes by construction).
             wait: ask the server to answer after ingestion (``?wait=true``), so that a
                 failed ingestion shows as a 500 instead of being lost after a 202.
+            deadline: a ``time.monotonic()`` value that the whole send, a GraphQL
+                fallback or a 413 retry included, does not pass; each request is also
+                bounded by ``timeout``. Past it the outcome is ``TIMEOUT``; a deadline
+                already passed sends nothing.
 
         Returns:
             The outcome; never raises.
         """
         try:
             if self._graphql_only:
-                return self._send_graphql(crumb)
-            outcome = self._send_rest(crumb, wait=wait)
+                return self._send_graphql(crumb, deadline)
+            outcome = self._send_rest(crumb, wait, deadline)
             if outcome.status in (404, 405):
                 self._graphql_only = True
-                return self._send_graphql(crumb)
+                return self._send_graphql(crumb, deadline)
             if outcome.kind is OutcomeKind.REJECTED and outcome.status == 413:
                 match = _SIZE_LIMIT.search(outcome.detail)
                 limit = int(match.group(1)) if match else 0
                 if 200 <= limit < self._max_body:
                     self._max_body = limit
-                    return self._send_rest(crumb, wait=wait)
+                    return self._send_rest(crumb, wait, deadline)
             return outcome
         except Exception as exc:  # a bug must not reach the application
             return Outcome(OutcomeKind.CLIENT_ERROR, detail=_short(f"{type(exc).__name__}: {exc}"))
 
-    def _send_rest(self, crumb: Breadcrumb, *, wait: bool) -> Outcome:
+    def _send_rest(self, crumb: Breadcrumb, wait: bool, deadline: float | None) -> Outcome:
         if self._max_body < MAX_BODY_BYTES:
             crumb = crumb.fitted(self._max_body)
         body = crumb.to_json()
         url = f"{self.endpoint}/api/breadcrumb" + ("?wait=true" if wait else "")
-        outcome = self._post(url, body, via="rest")
+        outcome = self._post(url, body, via="rest", deadline=deadline)
         if outcome.kind is OutcomeKind.DELIVERED and not (
             isinstance(outcome.payload, dict) and outcome.payload.get("success") is True
         ):
@@ -253,7 +294,7 @@ class Transport:
             separators=(",", ":"),
         ).encode("utf-8")
 
-    def _send_graphql(self, crumb: Breadcrumb) -> Outcome:
+    def _send_graphql(self, crumb: Breadcrumb, deadline: float | None) -> Outcome:
         body = self._graphql_body(crumb)
         # The mutation's text takes part of the size budget: shorten the breadcrumb
         # until the whole request fits.
@@ -263,7 +304,7 @@ class Transport:
                 break
             crumb = crumb.fitted(max(len(crumb.to_json()) - excess, 200))
             body = self._graphql_body(crumb)
-        outcome = self._post(f"{self.endpoint}/graphql", body, via="graphql")
+        outcome = self._post(f"{self.endpoint}/graphql", body, via="graphql", deadline=deadline)
         if outcome.kind is not OutcomeKind.DELIVERED:
             return outcome
         data = outcome.payload.get("data") if isinstance(outcome.payload, dict) else None
@@ -280,8 +321,20 @@ class Transport:
 
     # --- GraphQL ---------------------------------------------------------------------
 
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> Outcome:
+    def graphql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Outcome:
         """Run one GraphQL operation with variables (never with pasted user input).
+
+        Args:
+            query: the operation.
+            variables: its variables.
+            deadline: a ``time.monotonic()`` value the call does not pass (besides
+                ``timeout``).
 
         Returns:
             The outcome; ``payload`` holds the decoded answer (``data`` and ``errors``).
@@ -294,7 +347,7 @@ class Transport:
                 ensure_ascii=False,
                 separators=(",", ":"),
             ).encode("utf-8")
-            return self._post(f"{self.endpoint}/graphql", body, via="graphql")
+            return self._post(f"{self.endpoint}/graphql", body, via="graphql", deadline=deadline)
         except Exception as exc:
             return Outcome(
                 OutcomeKind.CLIENT_ERROR,
@@ -304,84 +357,79 @@ class Transport:
 
     # --- one POST --------------------------------------------------------------------
 
-    def _post(self, url: str, body: bytes, *, via: str) -> Outcome:
-        rq = self._requests
+    def _post(self, url: str, body: bytes, *, via: str, deadline: float | None) -> Outcome:
         start = time.monotonic()
-        try:
-            with self._lock:
-                resp = self._session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    stream=True,  # the answer is read by _read_answer, bounded
-                )
-                try:
-                    status = resp.status_code
-                    headers = resp.headers
-                    deadline = start + self.timeout[0] + 2 * self.timeout[1]
-                    text = _read_answer(resp, deadline).decode("utf-8", "replace")
-                finally:
-                    resp.close()
-        except rq.exceptions.RequestException as exc:
-            kind, detail = self._failure(exc)
+        until = start + self.timeout if deadline is None else min(start + self.timeout, deadline)
+
+        def timed_out(detail: str) -> Outcome:
             return Outcome(
-                kind,
-                detail=_short(detail),
+                OutcomeKind.TIMEOUT,
+                detail=detail,
                 via=via,
                 elapsed=time.monotonic() - start,
                 body_bytes=len(body),
             )
-        elapsed = time.monotonic() - start
+
+        if until <= start:
+            return timed_out("no time left before the deadline; not sent")
+        if not self._lock.acquire(timeout=min(until - start, _LONGEST_WAIT)):
+            return timed_out("another call held the transport until the deadline; not sent")
         try:
-            payload: Any = json.loads(text) if text else None
-        except ValueError:
-            payload = None
-        if 200 <= status < 300:
-            if payload is None:
+            left = min(until - time.monotonic(), _LONGEST_WAIT)
+            if left <= 0:
+                return timed_out("no time left before the deadline; not sent")
+            guard = self._watchdog.Guard(until)
+            reading = False
+            try:
+                with guard:
+                    resp = self._session.post(
+                        url,
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                        timeout=(min(self.connect_timeout, left), left),
+                        allow_redirects=False,
+                        stream=True,  # the answer is read by _read_answer, bounded
+                    )
+                    reading = True
+                    try:
+                        status = resp.status_code
+                        headers = resp.headers
+                        text = _read_answer(resp, until).decode("utf-8", "replace")
+                    finally:
+                        resp.close()
+            except Exception as exc:
+                if guard.expired or isinstance(exc, _Overdue):
+                    return timed_out(f"no complete answer within {until - start:.3g} s")
+                kind, detail = self._failure(exc, until - start, reading=reading)
                 return Outcome(
-                    OutcomeKind.BAD_ANSWER,
-                    status=status,
-                    detail=_short(f"HTTP {status} with a body that is not JSON: {text[:80]!r}"),
+                    kind,
+                    detail=_short(detail),
                     via=via,
-                    elapsed=elapsed,
+                    elapsed=time.monotonic() - start,
                     body_bytes=len(body),
                 )
-            return Outcome(
-                OutcomeKind.DELIVERED,
-                status=status,
-                via=via,
-                elapsed=elapsed,
-                payload=payload,
-                body_bytes=len(body),
-            )
-        detail = _detail_of(payload, f"HTTP {status}: {text[:120]}")
-        if status == 429:
-            kind = OutcomeKind.RATE_LIMITED
-        elif status >= 500:
-            kind = OutcomeKind.SERVER_ERROR
-        else:
-            kind = OutcomeKind.REJECTED
-        return Outcome(
-            kind,
-            status=status,
-            detail=detail,
-            retry_after=_retry_after(headers.get("Retry-After")),
-            via=via,
-            elapsed=elapsed,
-            payload=payload,
-            body_bytes=len(body),
+        finally:
+            self._lock.release()
+        return _answer(
+            status, headers, text, via=via, elapsed=time.monotonic() - start, body_bytes=len(body)
         )
 
-    def _failure(self, exc: Exception) -> tuple[OutcomeKind, str]:
-        """What a ``requests`` exception means: no answer in time, none at all, or a
-        connection that broke after the request went out."""
+    def _failure(self, exc: Exception, budget: float, *, reading: bool) -> tuple[OutcomeKind, str]:
+        """What an exception of a request means: no answer in time, none at all, or a
+        connection that broke after the request went out (``reading``: while the body
+        was read, where ``urllib3`` and ``http.client`` errors come unwrapped).
+
+        Raises:
+            Exception: ``exc`` itself when it is none of those (a bug, reported by the
+                caller as ``CLIENT_ERROR``).
+        """
+        import http.client
+
+        import urllib3
+
         rq = self._requests
-        if isinstance(exc, rq.exceptions.Timeout):
-            return OutcomeKind.TIMEOUT, (
-                f"no answer within {self.timeout[1]:g} s ({type(exc).__name__})"
-            )
+        if isinstance(exc, (rq.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
+            return OutcomeKind.TIMEOUT, f"no answer within {budget:.3g} s ({type(exc).__name__})"
         if isinstance(exc, rq.exceptions.SSLError):
             return OutcomeKind.UNREACHABLE, f"TLS failure: {exc}"
         if isinstance(exc, rq.exceptions.ConnectionError):
@@ -390,7 +438,32 @@ class Transport:
             return OutcomeKind.SERVER_ERROR, (
                 "connection broke during the answer: " + _root_message(exc)
             )
-        return OutcomeKind.SERVER_ERROR, f"{type(exc).__name__}: {_root_message(exc)}"
+        if isinstance(exc, rq.exceptions.RequestException):
+            return OutcomeKind.SERVER_ERROR, f"{type(exc).__name__}: {_root_message(exc)}"
+        if reading and isinstance(
+            exc, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+        ):
+            return OutcomeKind.SERVER_ERROR, (
+                "connection broke during the answer: " + _root_message(exc)
+            )
+        raise exc
+
+
+def _watch_session(
+    session: requests.Session, adapter: type[requests.adapters.HTTPAdapter]
+) -> None:
+    """Mount watched adapters where ``session`` has ``requests``' stock ones."""
+    import requests
+
+    for prefix in ("https://", "http://"):
+        current = session.adapters.get(prefix)
+        if current is None or type(current) is requests.adapters.HTTPAdapter:
+            retries = current.max_retries if current is not None else 0
+            session.mount(prefix, adapter(max_retries=retries))
+
+
+class _Overdue(Exception):
+    """The answer did not end by its deadline."""
 
 
 #: The most of an answer that is read: a migas answer is a few dozen bytes.
@@ -400,11 +473,16 @@ ANSWER_MAX_BYTES = 16 * 1024
 def _read_answer(resp: Any, deadline: float) -> bytes:
     """Read an answer's body, at most ``ANSWER_MAX_BYTES``, by ``deadline``.
 
-    The read timeout bounds each wait for data, not the whole answer: a server that
-    trickles one byte at a time would hold the worker forever, and one that sends a huge
-    page would fill the memory. ``read1`` (urllib3 2) does at most one ``recv`` per call,
-    so the deadline is checked between whatever arrives; with an older urllib3 the body is
-    read a byte at a time (a few microseconds for a migas answer of a few dozen bytes).
+    The watchdog ends a read that passes the deadline; the check here between whatever
+    arrives also holds where it cannot run, and the size limit keeps a huge page out of
+    the memory. ``read1`` (urllib3 2) does at most one ``recv`` per call; with an older
+    urllib3 the body is read a byte at a time (a few microseconds for a migas answer of
+    a few dozen bytes).
+
+    Raises:
+        _Overdue: the deadline passed before the answer ended.
+        http.client.IncompleteRead: the body ended before its ``Content-Length`` (an
+            older urllib3 does not say so itself).
     """
     data = bytearray()
     read1 = getattr(resp.raw, "read1", None)
@@ -418,10 +496,65 @@ def _read_answer(resp: Any, deadline: float) -> bytes:
         if len(data) > ANSWER_MAX_BYTES:
             break
         if time.monotonic() > deadline:
-            import requests
-
-            raise requests.exceptions.ReadTimeout("the answer did not end by its deadline")
+            raise _Overdue
+    else:  # read to the end, not cut at ANSWER_MAX_BYTES
+        _check_length(resp.headers, bytes(data))
     return bytes(data)
+
+
+def _check_length(headers: Any, body: bytes) -> None:
+    """Raise ``IncompleteRead`` if a plain body is shorter than its ``Content-Length``."""
+    import http.client
+
+    length = str(headers.get("Content-Length") or "").strip()
+    encoding = str(headers.get("Content-Encoding") or "identity").strip().lower()
+    if length.isdigit() and encoding == "identity" and len(body) < int(length):
+        raise http.client.IncompleteRead(body, int(length) - len(body))
+
+
+def _answer(
+    status: int, headers: Any, text: str, *, via: str, elapsed: float, body_bytes: int
+) -> Outcome:
+    """The outcome of an answer that arrived whole."""
+    try:
+        payload: Any = json.loads(text) if text else None
+    except ValueError:
+        payload = None
+    if 200 <= status < 300:
+        if payload is None:
+            return Outcome(
+                OutcomeKind.BAD_ANSWER,
+                status=status,
+                detail=_short(f"HTTP {status} with a body that is not JSON: {text[:80]!r}"),
+                via=via,
+                elapsed=elapsed,
+                body_bytes=body_bytes,
+            )
+        return Outcome(
+            OutcomeKind.DELIVERED,
+            status=status,
+            via=via,
+            elapsed=elapsed,
+            payload=payload,
+            body_bytes=body_bytes,
+        )
+    detail = _detail_of(payload, f"HTTP {status}: {text[:120]}")
+    if status == 429:
+        kind = OutcomeKind.RATE_LIMITED
+    elif status >= 500:
+        kind = OutcomeKind.SERVER_ERROR
+    else:
+        kind = OutcomeKind.REJECTED
+    return Outcome(
+        kind,
+        status=status,
+        detail=detail,
+        retry_after=_retry_after(headers.get("Retry-After")),
+        via=via,
+        elapsed=elapsed,
+        payload=payload,
+        body_bytes=body_bytes,
+    )
 
 
 def _replace(outcome: Outcome, kind: OutcomeKind, detail: str) -> Outcome:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 import uuid
 
@@ -129,6 +133,28 @@ class TestRefusals:
         assert OutcomeKind.TIMEOUT == outcome.kind
         assert time.monotonic() - start < 3
 
+    def test_a_huge_timeout_still_delivers(self, collector: LocalCollector) -> None:
+        """MIGAS_TIMEOUT=1e15 is a valid (if silly) value: waits are capped, not overflowed."""
+        outcome = Transport(collector.url, 1e15).send(crumb())
+        assert outcome.ok, outcome
+
+    def test_a_call_waiting_for_another_keeps_its_own_bound(
+        self, collector: LocalCollector
+    ) -> None:
+        """Calls on one transport are serialised; the wait counts against the bound."""
+        collector.fault("hang")
+        t = Transport(collector.url, 1.0)
+        first = threading.Thread(target=t.send, args=(crumb(),))
+        first.start()
+        time.sleep(0.2)  # the first call holds the transport
+        start = time.monotonic()
+        outcome = t.send(crumb(), deadline=time.monotonic() + 0.3)
+        elapsed = time.monotonic() - start
+        first.join(10)
+        assert OutcomeKind.TIMEOUT is outcome.kind
+        assert "not sent" in outcome.detail
+        assert elapsed < 0.3 + 2
+
     def test_refused_connection(self) -> None:
         """Nothing listening: UNREACHABLE, at once."""
         outcome = Transport(f"http://127.0.0.1:{free_port()}", 2).send(crumb())
@@ -161,3 +187,27 @@ class TestGraphQLFallback:
             outcome = Transport(c.url, 2).send(b)
             assert OutcomeKind.REJECTED == outcome.kind
             assert "not yet registered" in outcome.detail
+
+
+class TestFork:
+    def test_a_first_request_imports_nothing(self, collector: LocalCollector) -> None:
+        """Every import of a request happens when the transport is made.
+
+        A fork during an import (``requests`` imports ``netrc`` on a first request)
+        leaves that module's lock held in the child, whose own first request then
+        hangs; the worker does not fork while it makes its transport.
+        """
+        code = textwrap.dedent(
+            f"""
+            import sys
+            from migas_logging.transport import Transport
+            t = Transport({collector.url!r}, 5)
+            before = set(sys.modules)
+            assert t.graphql("query {{ __typename }}").ok
+            print(sorted(set(sys.modules) - before))
+            """
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert "[]" == run.stdout.strip(), run.stderr
