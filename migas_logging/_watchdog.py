@@ -70,7 +70,7 @@ class Guard:
         self.expired = False
         """True once the deadline passed while the request still ran."""
         self.watched = 0
-        """How many sockets were registered (for tests)."""
+        """How many sockets were registered: 0 means no connection came up."""
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = False

@@ -222,14 +222,12 @@ class Sender:
     def _send(
         self, crumb: Breadcrumb, terminal: bool, limit: float | None, own_connection: bool
     ) -> Outcome:
-        """One try, never past ``limit``."""
-        remaining = (limit - time.monotonic()) if limit is not None else None
-        if not own_connection and (remaining is None or remaining >= self.settings.timeout):
-            return self.transport().send(crumb, wait=terminal)
-        timeout = self.settings.timeout if remaining is None else max(0.05, remaining)
-        transport = self._make_transport(min(self.settings.timeout, timeout))
+        """One try, never past ``limit`` (the transport's wall-clock deadline)."""
+        if not own_connection:
+            return self.transport().send(crumb, wait=terminal, deadline=limit)
+        transport = self._make_transport(self.settings.timeout)  # the worker's is busy
         try:
-            return transport.send(crumb, wait=terminal)
+            return transport.send(crumb, wait=terminal, deadline=limit)
         finally:
             transport.close()
 

@@ -49,7 +49,7 @@ class Decision:
 def maybe_stored_by(outcome: Outcome) -> bool:
     """True when the try timed out after the request went out: the server may have
     stored it. A connect timeout sent nothing."""
-    return outcome.kind is OutcomeKind.TIMEOUT and "ConnectTimeout" not in outcome.detail
+    return outcome.kind is OutcomeKind.TIMEOUT and not outcome.unsent
 
 
 class CircuitBreaker:

@@ -97,6 +97,8 @@ class Outcome:
         elapsed: seconds spent on the call.
         payload: the decoded JSON answer, when there was one.
         body_bytes: the size of the request body that was sent.
+        unsent: True when the request certainly never reached the server (no
+            connection, or no time left to send it).
     """
 
     kind: OutcomeKind
@@ -107,6 +109,7 @@ class Outcome:
     elapsed: float = 0.0
     payload: Any = field(default=None, compare=False)
     body_bytes: int = 0
+    unsent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -361,23 +364,26 @@ class Transport:
         start = time.monotonic()
         until = start + self.timeout if deadline is None else min(start + self.timeout, deadline)
 
-        def timed_out(detail: str) -> Outcome:
+        def timed_out(detail: str, *, unsent: bool = False) -> Outcome:
             return Outcome(
                 OutcomeKind.TIMEOUT,
                 detail=detail,
                 via=via,
                 elapsed=time.monotonic() - start,
                 body_bytes=len(body),
+                unsent=unsent,
             )
 
         if until <= start:
-            return timed_out("no time left before the deadline; not sent")
+            return timed_out("no time left before the deadline; not sent", unsent=True)
         if not self._lock.acquire(timeout=min(until - start, _LONGEST_WAIT)):
-            return timed_out("another call held the transport until the deadline; not sent")
+            return timed_out(
+                "another call held the transport until the deadline; not sent", unsent=True
+            )
         try:
             left = min(until - time.monotonic(), _LONGEST_WAIT)
             if left <= 0:
-                return timed_out("no time left before the deadline; not sent")
+                return timed_out("no time left before the deadline; not sent", unsent=True)
             guard = self._watchdog.Guard(until)
             reading = False
             try:
@@ -399,7 +405,11 @@ class Transport:
                         resp.close()
             except Exception as exc:
                 if guard.expired or isinstance(exc, _Overdue):
-                    return timed_out(f"no complete answer within {until - start:.3g} s")
+                    # no socket registered: the connection never came up, nothing was sent
+                    return timed_out(
+                        f"no complete answer within {until - start:.3g} s",
+                        unsent=not guard.watched,
+                    )
                 kind, detail = self._failure(exc, until - start, reading=reading)
                 return Outcome(
                     kind,
@@ -407,6 +417,7 @@ class Transport:
                     via=via,
                     elapsed=time.monotonic() - start,
                     body_bytes=len(body),
+                    unsent=kind is OutcomeKind.UNREACHABLE or _is_connect_timeout(exc),
                 )
         finally:
             self._lock.release()
@@ -585,6 +596,11 @@ def _root_message(exc: BaseException) -> str:
     reason = getattr(last, "reason", None)
     text = str(reason if isinstance(reason, BaseException) else last)
     return text or type(last).__name__
+
+
+def _is_connect_timeout(exc: BaseException) -> bool:
+    """True for a timeout while connecting: nothing was sent."""
+    return type(exc).__name__ in ("ConnectTimeout", "ConnectTimeoutError")
 
 
 def _is_connect_failure(exc: BaseException) -> bool:
