@@ -66,6 +66,22 @@ __all__ = [
 DEFAULT_ENDPOINT = "https://migas.nipreps.org"
 DEFAULT_TIMEOUT = 5.0
 
+#: Where a malformed ``MIGAS_ENDPOINT`` points: a name that never resolves (RFC 6761),
+#: so that a typo can never send to the hosted server instead. Sending is off anyway.
+UNUSABLE_ENDPOINT = "http://migas-endpoint.invalid"
+
+_env_warned: set[str] = set()
+
+
+def _env_fallback(name: str, value: str, problem: str, fallback: str) -> None:
+    """One warning for an unusable ``MIGAS_*`` value: the end user typed it, and a typo
+    must never stop the application they are running."""
+    if name in _env_warned:
+        return
+    _env_warned.add(name)
+    internal_logger().warning("%s=%r %s; %s", name, value, problem, fallback)
+
+
 #: Name of the package's own logger. Records from it (and from its children) are
 #: never shipped, whatever handler they reach.
 INTERNAL_LOGGER_NAME = "migas_logging"
@@ -89,6 +105,8 @@ def internal_logger() -> logging.Logger:
         level = os.environ.get("MIGAS_LOG_LEVEL", "").strip().upper()
         if level:
             numeric = logging.getLevelName(level)
+            if not isinstance(numeric, int) and level.isdigit():
+                numeric = int(level)
             if isinstance(numeric, int):
                 logger.setLevel(numeric)
                 stream = logging.StreamHandler(sys.stderr)
@@ -159,7 +177,10 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
         The base URL without a trailing ``/`` or ``/graphql``.
 
     Raises:
-        ConfigurationError: the URL is not ``http``/``https`` or has no host.
+        ConfigurationError: the URL given in code is not ``http``/``https`` or has no
+            host. A malformed ``MIGAS_ENDPOINT`` (typed by the end user) gets one warning
+            and turns telemetry off for the process: it never falls back to the hosted
+            server.
     """
     from urllib.parse import urlsplit
 
@@ -183,6 +204,15 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if source == "MIGAS_ENDPOINT":
+            _env_fallback(
+                source,
+                shown,
+                "is not an http(s) URL with a valid host and port (e.g. 'http://127.0.0.1:8080')",
+                "migas telemetry is off for this process",
+            )
+            set_enabled(False)
+            return UNUSABLE_ENDPOINT
         raise ConfigurationError(
             f"{source} {shown!r} is not an http(s) URL with a valid host and port; give the "
             f"server's base URL, for example 'https://migas.nipreps.org' or "
@@ -208,8 +238,9 @@ def resolve_timeout(timeout: float | str | None = None) -> float:
         A finite number of seconds greater than zero.
 
     Raises:
-        ConfigurationError: the value is not a positive finite number. An invalid
-            ``MIGAS_TIMEOUT`` is an error too, never a silent default.
+        ConfigurationError: the value given in code is not a positive finite number.
+            An invalid ``MIGAS_TIMEOUT`` (typed by the end user) gets one warning on the
+            package's logger and the default instead.
     """
     source = "timeout"
     if timeout is None:
@@ -222,12 +253,19 @@ def resolve_timeout(timeout: float | str | None = None) -> float:
             raise TypeError
         value = float(timeout)
     except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"{source} {timeout!r} is not a number of seconds; use for example 5 or 0.5"
-        ) from None
+        value = math.nan
     if not math.isfinite(value) or value <= 0:
+        if source == "MIGAS_TIMEOUT":
+            _env_fallback(
+                source,
+                str(timeout),
+                "is not a number of seconds greater than 0",
+                f"using {DEFAULT_TIMEOUT:g} s",
+            )
+            return DEFAULT_TIMEOUT
         raise ConfigurationError(
-            f"{source} {timeout!r} must be a finite number of seconds greater than 0"
+            f"{source} {timeout!r} must be a finite number of seconds greater than 0; "
+            f"use for example 5 or 0.5"
         )
     return value
 
@@ -501,6 +539,7 @@ def _reset_identity_for_tests() -> None:
         _session_id = None
         _user_thread = None
         _user_ready.clear()
+    _env_warned.clear()
 
 
 def _reinit_lock_after_fork() -> None:

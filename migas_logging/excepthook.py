@@ -116,6 +116,8 @@ class CrashHook:
         ignore: exception classes (or class names) not reported.
         interactive: install even in an interactive session.
         track: report the run lifecycle (start and terminal breadcrumbs).
+        error_detail: ``"message"`` (default) or ``"type"``: with ``"type"``, only the
+            exception's class name leaves (no ``error_desc``).
         before_send: ``(breadcrumb, hint) -> breadcrumb | None`` for the crash and
             lifecycle breadcrumbs, on the worker thread: rewrite one (``dataclasses``-free:
             use :meth:`~migas_logging.breadcrumb.Breadcrumb.replace`), or return None to
@@ -139,6 +141,7 @@ class CrashHook:
         track: bool = False,
         before_send: Callable[[_bc.Breadcrumb, dict[str, Any]], _bc.Breadcrumb | None]
         | None = None,
+        error_detail: str = "message",
         _handler: MigasHandler | None = None,
     ) -> None:
         from migas_logging.client import ClientSettings, get_client, yes_no
@@ -178,6 +181,9 @@ class CrashHook:
                 f"(breadcrumb, hint) -> breadcrumb or None"
             )
         self.before_send = before_send
+        from migas_logging.mapping import checked_error_detail
+
+        self.error_detail = checked_error_detail(error_detail)
         self._prev_signals: dict[int, Any] = {}
         self._terminal_sent = False
         self._deferred: int | None = None  # a signal that came while the run was ending
@@ -334,7 +340,7 @@ class CrashHook:
     def _crumb(
         self, exc: BaseException, ctx: _bc.Context, status_desc: str | None = None
     ) -> _bc.Breadcrumb:
-        return _bc.from_exception(
+        crumb = _bc.from_exception(
             exc,
             project=self.project,
             version=self.version,
@@ -343,6 +349,7 @@ class CrashHook:
             status_desc=status_desc,
             redactor=_bc.default_redactor() if self.redact else None,
         )
+        return crumb if self.error_detail == "message" else crumb.replace(error_desc=None)
 
     def _build_from_data(self, data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
         crumb: _bc.Breadcrumb = data
@@ -533,7 +540,9 @@ class CrashHook:
             status=status,
             status_desc=desc,
             error_type=info.type_name if info is not None else None,
-            error_desc=info.describe() if info is not None else None,
+            error_desc=(
+                info.describe() if info is not None and self.error_detail == "message" else None
+            ),
             redactor=_bc.default_redactor() if self.redact else None,
         )
 
@@ -705,6 +714,7 @@ def install_for_handler(handler: MigasHandler) -> CrashHook | None:
                 redact=handler.redact,
                 track=handler.track,
                 before_send=handler.before_send,
+                error_detail=handler.error_detail,
                 _handler=handler,
             )
             _hooks[hook.project] = hook

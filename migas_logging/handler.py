@@ -152,6 +152,9 @@ class MigasHandler(logging.Handler):
             a stable UUID), as fMRIPrep uses its run UUID.
         ignore_loggers: loggers (with their children) whose records are never sent, e.g.
             ``["nipype.interface"]``; a comma-separated string works too.
+        error_detail: how much of an exception leaves, in records and crashes:
+            ``"message"`` (default: its message and a path-free summary of where it was
+            raised, redacted) or ``"type"`` (its class name only).
         before_send: ``(breadcrumb, hint) -> breadcrumb | None``, applied to the crash
             and lifecycle breadcrumbs (see :mod:`migas_logging.classify`): return a
             changed breadcrumb, or None to drop it (counted ``filtered``).
@@ -190,6 +193,7 @@ class MigasHandler(logging.Handler):
         session_id: str | None = None,
         ignore_loggers: Sequence[str] | str | None = (),
         before_send: Any = None,
+        error_detail: str = "message",
         _registered: bool = True,
     ) -> None:
         if project is None:
@@ -223,7 +227,9 @@ class MigasHandler(logging.Handler):
             statuses=statuses,
             extras=self.extras,
             redact=self.redact,
+            error_detail=error_detail,  # type: ignore[arg-type]  # checked there
         )
+        self.error_detail = self._mapping.error_detail
         self.message: MessageMode = message
         process_wide = {
             "queue_size": queue_size,
@@ -370,7 +376,10 @@ class MigasHandler(logging.Handler):
                 id(route),
                 captured.name,
                 record.levelno,
-                msg[:MAX_TEXT_CHARS] if type(msg) is str else captured.text,  # dict: its event
+                # the template (a dict: its event; a prepared record: what is kept)
+                msg[:MAX_TEXT_CHARS]
+                if type(msg) is str and record.args is not None
+                else captured.text,
                 captured.exc.type_name if captured.exc is not None else None,
             )
             client.submit(route, captured, key)

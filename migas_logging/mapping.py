@@ -10,13 +10,21 @@ processor and the tests use it; there is no other.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from migas_logging import breadcrumb as _bc
 from migas_logging.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_STATUSES", "Captured", "MessageMode", "RecordMapping", "exception_of"]
+__all__ = [
+    "DEFAULT_STATUSES",
+    "Captured",
+    "ErrorDetail",
+    "MessageMode",
+    "RecordMapping",
+    "exception_of",
+]
 
 MessageMode = Literal["template", "formatted", "none", "json"]
 _MESSAGE_MODES = ("template", "formatted", "none", "json")
@@ -86,6 +94,46 @@ def _parse_statuses(statuses: Mapping[Any, Any] | None) -> tuple[tuple[int, str]
     return tuple(sorted(thresholds.items(), reverse=True))
 
 
+ErrorDetail = Literal["message", "type"]
+_ERROR_DETAILS = ("message", "type")
+
+
+def checked_error_detail(value: object) -> ErrorDetail:
+    """``error_detail`` as given, or a :class:`ConfigurationError`."""
+    if value not in _ERROR_DETAILS:
+        raise ConfigurationError(
+            f"error_detail {value!r} is not 'message' (the exception's message and where, "
+            f"redacted) or 'type' (the exception's class name only)"
+        )
+    return value  # type: ignore[return-value]
+
+
+def is_prepared(record: logging.LogRecord) -> bool:
+    """True for a record a ``QueueHandler`` prepared: ``msg`` is the formatted message
+    (the very object ``prepare()`` stored as ``message``) and ``args`` is None."""
+    return record.args is None and record.__dict__.get("message") is record.msg
+
+
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::[ ]?(.*))?$")
+
+
+def _exception_from_traceback(trace: str) -> _bc.ExceptionInfo | None:
+    """The exception's type and message from a formatted traceback's last line.
+
+    The source lines, file names and frames above it are never kept.
+    """
+    for line in reversed(trace[-20_000:].splitlines()):
+        if not line or line[0].isspace():
+            continue
+        match = _EXC_LINE.match(line)
+        if match is None:
+            return None
+        type_name = match.group(1).rpartition(".")[2][:64]
+        message = _bc.storable_text(match.group(2) or "", max_chars=1000)
+        return _bc.ExceptionInfo(type_name, message)
+    return None
+
+
 class RecordMapping:
     """How one source (a handler, a processor) turns records into breadcrumbs.
 
@@ -96,6 +144,9 @@ class RecordMapping:
         statuses: level to status (see :class:`~migas_logging.MigasHandler`).
         extras: names of record attributes (or event keys) to send.
         redact: remove identifying text when building.
+        error_detail: how much of an exception leaves: ``"message"`` (its message and a
+            path-free summary of where it was raised, redacted) or ``"type"`` (its class
+            name only: ``error_desc`` is never sent).
     """
 
     def __init__(
@@ -107,6 +158,7 @@ class RecordMapping:
         statuses: Mapping[Any, str] | None = None,
         extras: Sequence[str] = (),
         redact: bool = True,
+        error_detail: ErrorDetail = "message",
     ) -> None:
         from migas_logging import config
 
@@ -120,6 +172,7 @@ class RecordMapping:
         self._statuses = _parse_statuses(statuses)
         self.extras = tuple(extras)
         self.redact = redact
+        self.error_detail = checked_error_detail(error_detail)
         self.language_version = config.language_version()
 
     def status_for(self, levelno: int) -> str:
@@ -134,6 +187,8 @@ class RecordMapping:
         msg = record.msg
         if isinstance(msg, dict):
             return self._capture_event_dict(record, msg)
+        if is_prepared(record):
+            return self._capture_prepared(record, msg)
         mode = self.message
         # only a plain str is trusted as is: a subclass may override __str__ or __format__
         template = msg if type(msg) is str else _bc.safe_str(msg)
@@ -161,6 +216,21 @@ class RecordMapping:
                 (name, _extra_value(values[name])) for name in self.extras if name in values
             )
         return Captured(_record_name(record), self.status_for(record.levelno), text, exc, extras)
+
+    def _capture_prepared(self, record: logging.LogRecord, formatted: object) -> Captured:
+        """A record a ``QueueHandler`` already formatted (see :func:`is_prepared`).
+
+        Its ``msg`` is the whole formatted line with the traceback appended: arguments and
+        source lines that must not leave. The template is gone, so ``template`` and
+        ``json`` send the logger name only; ``formatted`` sends the formatted text without
+        its traceback. The exception's type and message are read back from the
+        traceback's last line, where there is one.
+        """
+        text = formatted if type(formatted) is str else _bc.safe_str(formatted)
+        head, _, trace = text.partition("\nTraceback (most recent call last):")
+        shown = head[:MAX_TEXT_CHARS] if self.message == "formatted" else None
+        exc = _exception_from_traceback(trace) if trace else None
+        return Captured(_record_name(record), self.status_for(record.levelno), shown, exc, ())
 
     def _capture_event_dict(self, record: logging.LogRecord, event: dict[Any, Any]) -> Captured:
         """A structlog event dict as the record's message (``ProcessorFormatter``'s route).
@@ -204,7 +274,9 @@ class RecordMapping:
             status=captured.status,
             status_desc=desc,
             error_type=exc.type_name if exc is not None else None,
-            error_desc=exc.describe() if exc is not None else None,
+            error_desc=exc.describe()
+            if exc is not None and self.error_detail == "message"
+            else None,
             redactor=_bc.default_redactor() if self.redact else None,
         )
 

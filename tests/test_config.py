@@ -44,11 +44,19 @@ class TestEndpoint:
         assert repr(bad) in str(info.value)
         assert isinstance(info.value, ValueError)
 
-    def test_bad_variable_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A bad MIGAS_ENDPOINT is reported as such."""
-        monkeypatch.setenv("MIGAS_ENDPOINT", "nope")
-        with pytest.raises(ConfigurationError, match="MIGAS_ENDPOINT"):
-            config.resolve_endpoint()
+    def test_bad_variable_warns_once_and_turns_sending_off(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An end user's typo in MIGAS_ENDPOINT never stops the application and never
+        falls back to the hosted server: one warning, telemetry off."""
+        monkeypatch.setenv("MIGAS_ENDPOINT", "localhost:18080")
+        with caplog.at_level("WARNING", logger="migas_logging"):
+            assert config.UNUSABLE_ENDPOINT == config.resolve_endpoint()
+            assert config.UNUSABLE_ENDPOINT == config.resolve_endpoint()
+        warnings = [r.getMessage() for r in caplog.records if "MIGAS_ENDPOINT" in r.getMessage()]
+        assert 1 == len(warnings), warnings
+        assert "telemetry is off" in warnings[0]
+        assert config.optout()
 
     def test_plain_http_off_machine_warns(self, caplog: pytest.LogCaptureFixture) -> None:
         """http:// to a non-loopback host is allowed but warned about."""
@@ -85,11 +93,17 @@ class TestTimeout:
         with pytest.raises(ConfigurationError, match="timeout"):
             config.resolve_timeout(bad)  # type: ignore[arg-type]
 
-    def test_invalid_variable_is_an_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A bad MIGAS_TIMEOUT is an error, never silently replaced by 5."""
+    def test_invalid_variable_warns_and_falls_back(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bad MIGAS_TIMEOUT (typed by the end user) gets one warning and the default;
+        the same value given in code still fails loudly."""
         monkeypatch.setenv("MIGAS_TIMEOUT", "five")
-        with pytest.raises(ConfigurationError, match="MIGAS_TIMEOUT 'five'"):
-            config.resolve_timeout()
+        with caplog.at_level("WARNING", logger="migas_logging"):
+            assert 5.0 == config.resolve_timeout()
+        assert any("MIGAS_TIMEOUT='five'" in r.getMessage() for r in caplog.records)
+        with pytest.raises(ConfigurationError, match="timeout 'five'"):
+            config.resolve_timeout("five")
 
 
 class TestOptout:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -958,10 +959,30 @@ def test_bad_configuration_is_a_configuration_error(
         ("MIGAS_ENDPOINT", "http://"),
     ],
 )
-def test_bad_environment_is_a_configuration_error(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+def test_bad_environment_never_stops_the_application(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    collector: LocalCollector,
+    variable: str,
+    value: str,
 ) -> None:
-    """A bad MIGAS_* variable is an error naming the variable, not a silent default."""
+    """A bad MIGAS_* variable (the end user's typo) is one warning naming it, never an
+    exception; a bad endpoint sends nothing anywhere, not to the hosted server either."""
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigurationError, match=variable):
-        MigasHandler(PROJECT, "1", excepthook=False)
+    with caplog.at_level(logging.WARNING, logger="migas_logging"):
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"m": {"class": "migas_logging.MigasHandler", "project": PROJECT}},
+                "root": {"handlers": ["m"], "level": "INFO"},
+            }
+        )
+        logging.getLogger("typo").error("still running")
+        handler = logging.getLogger().handlers[-1]
+        handler.flush()
+    assert 1 == len([r for r in caplog.records if variable in r.getMessage()])
+    if variable == "MIGAS_ENDPOINT":
+        assert {"optout": 1} == handler.stats.as_dict()["dropped"]  # type: ignore[attr-defined]
+    logging.getLogger().removeHandler(handler)
+    handler.close()
