@@ -350,6 +350,11 @@ def _precut(text: str, max_chars: int) -> str:
     return text[:head_end] + _marker(_cut_count(text, head_end, tail_start)) + text[tail_start:]
 
 
+def bounded_redacted(value: str, redactor: Redactor) -> str:
+    """``value`` bounded and redacted as the builders do (for texts set by ``replace``)."""
+    return _bounded_text(value, redactor) or ""
+
+
 def _bounded_text(value: object, redactor: Redactor | None = None) -> str | None:
     """None stays None; anything else becomes bounded, storable (and maybe redacted) text."""
     if value is None:

@@ -72,7 +72,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -118,6 +118,14 @@ class CrashHook:
         track: report the run lifecycle (start and terminal breadcrumbs).
         error_detail: ``"message"`` (default) or ``"type"``: with ``"type"``, only the
             exception's class name leaves (no ``error_desc``).
+        error_classes: exception class name -> function ``(exception) -> (error_type,
+            error_desc)`` (or a dict of those keys, or None), like migas-py's
+            ``error_funcs``: the application's own stable classes, tried first.
+        preset: ``"nipype"``: nipype's failed nodes named, path-free (see
+            :mod:`migas_logging.classify`).
+        classify: map the failures every pipeline meets (out of memory, no space left,
+            killed by a signal, permission denied, missing file) to stable classes
+            (default True).
         before_send: ``(breadcrumb, hint) -> breadcrumb | None`` for the crash and
             lifecycle breadcrumbs, on the worker thread: rewrite one (``dataclasses``-free:
             use :meth:`~migas_logging.breadcrumb.Breadcrumb.replace`), or return None to
@@ -142,6 +150,9 @@ class CrashHook:
         before_send: Callable[[_bc.Breadcrumb, dict[str, Any]], _bc.Breadcrumb | None]
         | None = None,
         error_detail: str = "message",
+        error_classes: Mapping[str, Callable[[BaseException], Any]] | None = None,
+        preset: str | None = None,
+        classify: bool = True,
         _handler: MigasHandler | None = None,
     ) -> None:
         from migas_logging.client import ClientSettings, get_client, yes_no
@@ -184,6 +195,26 @@ class CrashHook:
         from migas_logging.mapping import checked_error_detail
 
         self.error_detail = checked_error_detail(error_detail)
+        from migas_logging.classify import PRESETS
+
+        if preset is not None and preset not in PRESETS:
+            raise ConfigurationError(
+                f"preset {preset!r} is not one of {', '.join(map(repr, sorted(PRESETS)))}"
+            )
+        try:
+            self.error_classes = dict(error_classes or {})
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"error_classes {error_classes!r} is not a mapping of exception class names "
+                f"to functions, e.g. {{'NodeExecutionError': parse}}"
+            ) from None
+        if not all(isinstance(k, str) and callable(v) for k, v in self.error_classes.items()):
+            raise ConfigurationError(
+                "error_classes maps exception class names (str) to functions "
+                "(exception) -> (error_type, error_desc) or None"
+            )
+        self.preset = preset
+        self.classify = yes_no(classify, "classify")
         self._prev_signals: dict[int, Any] = {}
         self._terminal_sent = False
         self._deferred: int | None = None  # a signal that came while the run was ending
@@ -349,6 +380,9 @@ class CrashHook:
             status_desc=status_desc,
             redactor=_bc.default_redactor() if self.redact else None,
         )
+        found = self._classified(exc)
+        if found is not None:
+            crumb = crumb.replace(error_type=found[0], error_desc=found[1])
         return crumb if self.error_detail == "message" else crumb.replace(error_desc=None)
 
     def _build_from_data(self, data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
@@ -364,6 +398,7 @@ class CrashHook:
         status = "S" if info.type_name in _SUSPEND else "F"
         desc = ("Suspended" if status == "S" else "Errored") + f" in thread {thread_name}"
         data = _ThreadCrash(info, status, desc)
+        data.found = self._classified(exc)
         # like any record: the rate cap and the queue bound hold for a storm of crashes
         client.submit(_CrashRoute.of(self, route), data)
 
@@ -384,6 +419,7 @@ class CrashHook:
             where = type(obj).__qualname__ if obj is not None else "?"
         data = _ThreadCrash(_bc.capture_exception(exc), "R", f"Unraisable exception in {where}")
         data.kind = "unraisable"
+        data.found = self._classified(exc)
         client.submit(_CrashRoute.of(self, route), data)
 
     def _report_crash(self, exc: BaseException) -> None:
@@ -485,11 +521,43 @@ class CrashHook:
             status, desc = process.describe_exit(exc.code)
             replaced = exc.__context__ if status == "F" else None
             info = _bc.capture_exception(replaced) if replaced is not None else None
-            return _Plain(status, desc, counts=True, info=info)
+            data = _Plain(status, desc, counts=True, info=info)
+            data.found = self._classified(replaced)
+            return data
         if isinstance(exc, _Terminated):
             name = signal.Signals(exc.signum).name
             return _Plain("S", f"Terminated ({name})", counts=True)
         return _MainCrash(exc)
+
+    def _classified(self, exc: BaseException | None) -> tuple[str, str | None] | None:
+        """``(error_type, error_desc)`` for ``exc``: the application's ``error_classes``
+        (by class name, along the MRO), then the preset, then the built-in classes."""
+        if exc is None:
+            return None
+        from migas_logging import classify as _classify
+
+        found: Any = None
+        for cls in type(exc).__mro__:
+            parse = self.error_classes.get(cls.__name__)
+            if parse is not None:
+                try:
+                    found = parse(exc)
+                except Exception as error:
+                    _report("error_classes", "migas: an error_classes function failed: %r", error)
+                if found:
+                    break
+        if not found and self.preset is not None:
+            found = _classify.PRESETS[self.preset](exc)
+        result = _as_class(found)
+        if result is None and self.classify:
+            builtin = _as_class(_classify.classify(exc))
+            if builtin is not None:  # a stable type; the summary keeps where it happened
+                where = _bc.capture_exception(exc).describe()
+                result = builtin[0], f"{builtin[1]} | {where}" if builtin[1] else where
+        if result is None or result[1] is None or not self.redact:
+            return result
+        # Breadcrumb.replace() does not redact: every text leaves here redacted
+        return result[0], _bc.bounded_redacted(result[1], _bc.default_redactor())
 
     def _filtered(self, crumb: _bc.Breadcrumb, data: Any) -> _bc.Breadcrumb:
         """Apply ``before_send``; a hook that fails leaves the breadcrumb as it was."""
@@ -522,7 +590,10 @@ class CrashHook:
             status, desc = ("C", "Completed") if seen is None else process.describe_exit(seen[0])
             if seen is not None and seen[1] is not None and status == "F":
                 info = _bc.capture_exception(seen[1])  # what the SystemExit replaced
-        return _Plain(status, desc, counts=True, info=info)
+        data = _Plain(status, desc, counts=True, info=info)
+        if info is not None and seen is not None:
+            data.found = self._classified(seen[1])
+        return data
 
     def _make(
         self,
@@ -530,8 +601,22 @@ class CrashHook:
         status: str,
         desc: str,
         info: _bc.ExceptionInfo | None = None,
+        found: tuple[str, str | None] | None = None,
     ) -> _bc.Breadcrumb:
-        """A lifecycle breadcrumb, or a crash one when ``info`` summarises the exception."""
+        """A lifecycle breadcrumb, or a crash one when ``info`` summarises the exception
+        (``found``: its class, when classification found one)."""
+        if found is not None:
+            return _bc.build(
+                project=self.project,
+                version=self.version,
+                language_version=self._language_version,
+                ctx=ctx,
+                status=status,
+                status_desc=desc,
+                error_type=found[0],
+                error_desc=found[1] if self.error_detail == "message" else None,
+                redactor=_bc.default_redactor() if self.redact else None,
+            )
         return _bc.build(
             project=self.project,
             version=self.version,
@@ -556,7 +641,7 @@ class _Terminated(BaseException):
 
 
 class _Plain:
-    __slots__ = ("counts", "desc", "info", "status")
+    __slots__ = ("counts", "desc", "found", "info", "status")
 
     def __init__(
         self,
@@ -570,6 +655,7 @@ class _Plain:
         self.desc = desc
         self.counts = counts  # end with the run's counts, read when it is built
         self.info = info
+        self.found: tuple[str, str | None] | None = None
 
 
 class _MainCrash:
@@ -582,13 +668,14 @@ class _MainCrash:
 
 
 class _ThreadCrash:
-    __slots__ = ("desc", "info", "kind", "status")
+    __slots__ = ("desc", "found", "info", "kind", "status")
 
     def __init__(self, info: _bc.ExceptionInfo, status: str, desc: str) -> None:
         self.info = info
         self.status = status
         self.desc = desc
         self.kind = "thread"
+        self.found: tuple[str, str | None] | None = None
 
 
 class _CrashRoute:
@@ -623,7 +710,24 @@ def _made(hook: CrashHook, data: Any, ctx: _bc.Context) -> _bc.Breadcrumb:
     client = hook._client
     if isinstance(data, _Plain) and data.counts and client is not None:
         desc += _counts(client.total.as_dict())
-    return hook._make(ctx, data.status, desc, info)
+    found = data.found if isinstance(data, _ThreadCrash | _Plain) else None
+    return hook._make(ctx, data.status, desc, info, found)
+
+
+def _as_class(found: Any) -> tuple[str, str | None] | None:
+    """A classifier's answer as ``(error_type, error_desc)``: a pair, or a dict with
+    ``error_type`` / ``error_desc`` (migas-py's error functions return such keywords)."""
+    if not found:
+        return None
+    if isinstance(found, Mapping):
+        found = (found.get("error_type"), found.get("error_desc"))
+    try:
+        error_type, error_desc = found
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(error_type, str) or not error_type:
+        return None
+    return error_type, error_desc if isinstance(error_desc, str) else None
 
 
 def _hint(data: Any) -> dict[str, Any]:
@@ -715,6 +819,9 @@ def install_for_handler(handler: MigasHandler) -> CrashHook | None:
                 track=handler.track,
                 before_send=handler.before_send,
                 error_detail=handler.error_detail,
+                error_classes=handler.error_classes,
+                preset=handler.preset,
+                classify=handler.classify,
                 _handler=handler,
             )
             _hooks[hook.project] = hook

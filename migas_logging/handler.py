@@ -155,6 +155,10 @@ class MigasHandler(logging.Handler):
         error_detail: how much of an exception leaves, in records and crashes:
             ``"message"`` (default: its message and a path-free summary of where it was
             raised, redacted) or ``"type"`` (its class name only).
+        error_classes: the application's own classes of crashes (see
+            :class:`~migas_logging.excepthook.CrashHook`), tried first.
+        preset: ``"nipype"``: nipype's failed nodes named, path-free.
+        classify: map the failures every pipeline meets to stable classes (default on).
         before_send: ``(breadcrumb, hint) -> breadcrumb | None``, applied to the crash
             and lifecycle breadcrumbs (see :mod:`migas_logging.classify`): return a
             changed breadcrumb, or None to drop it (counted ``filtered``).
@@ -194,6 +198,9 @@ class MigasHandler(logging.Handler):
         ignore_loggers: Sequence[str] | str | None = (),
         before_send: Any = None,
         error_detail: str = "message",
+        error_classes: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        classify: object = True,
         _registered: bool = True,
     ) -> None:
         if project is None:
@@ -264,6 +271,9 @@ class MigasHandler(logging.Handler):
                 f"(breadcrumb, hint) -> breadcrumb or None (in dictConfig: 'ext://pkg.func')"
             )
         self.before_send = before_send
+        self.error_classes = error_classes
+        self.preset = preset
+        self.classify = yes_no(classify, "classify")
         self.settings = config.Settings(wanted.endpoint, wanted.timeout, config.optout())
         self.track = yes_no(track, "track")
         self.excepthook = yes_no(excepthook, "excepthook") or self.track

@@ -12,7 +12,8 @@ or::
         run_the_workflow()
 
 On entry: ``R`` / ``Started`` (crash capture installed, as ``install_excepthook`` with
-``track=True``). On exit, the terminal breadcrumb, at once, by the rules of the exit:
+``track=True``). On exit, the terminal breadcrumb, at once, by the rules of the exit (a
+decorated function's ``int`` return value counts as its exit status):
 ``C`` / ``Completed`` when the block ends normally (or by ``sys.exit(0)``), ``F`` /
 ``Exited with code n`` for ``SystemExit(n)`` (with the exception it replaced), ``F`` /
 ``Errored`` for an exception, ``S`` / ``Suspended`` for ``KeyboardInterrupt``. The
@@ -23,7 +24,9 @@ One run per process: what is logged after the terminal breadcrumb is not sent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -54,6 +57,19 @@ class track(contextlib.ContextDecorator):
         self._version = version
         self._options = options
         self._hook: Any = None
+        self._returned: object = None
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:  # type: ignore[override]
+        """Decorate ``func``: a non-zero ``int`` it returns is the run's exit status
+        (``sys.exit(main())``), so a ``main()`` that returns 2 ends the run as failed."""
+
+        @functools.wraps(func)
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            with self._recreate_cm() as run:
+                run._returned = result = func(*args, **kwargs)
+                return result
+
+        return tracked
 
     def __enter__(self) -> track:
         from migas_logging.excepthook import install_excepthook
@@ -73,6 +89,9 @@ class track(contextlib.ContextDecorator):
         hook = self._hook
         if hook is None:
             return False
+        returned, self._returned = self._returned, None
+        if exc is None and isinstance(returned, int) and not isinstance(returned, bool):
+            exc = SystemExit(returned)  # a main() that returns its exit status
         with contextlib.suppress(Exception):
             hook._end(hook._ending(exc), time.monotonic() + hook.flush_deadline)
         return False  # the exception, if any, goes on

@@ -78,7 +78,7 @@ ENDINGS = [
         1,
         "F",
         "Exited with code 1",
-        "MemoryError",
+        "OutOfMemory",  # the replaced MemoryError, classified
     ),
     ("uncaught", "raise ValueError('boom')", 1, "F", "Errored", "ValueError"),
     (

@@ -378,9 +378,9 @@ class TestDelivery:
         attempts: list[int] = []
 
         class Counting(Transport):
-            def send(self, crumb: Any, *, wait: bool = False) -> Any:
+            def send(self, crumb: Any, **kwargs: Any) -> Any:
                 attempts.append(1)
-                return super().send(crumb, wait=wait)
+                return super().send(crumb, **kwargs)
 
         settings = client.ClientSettings.resolve(
             f"http://127.0.0.1:{free_port()}", 1.0, retries=5, fold_window=0, rate_limit=None

@@ -111,8 +111,8 @@ class TestTrack:
         )
         assert 1 == proc.returncode
         row = collector.wait_for(2, timeout=15)[-1]
-        assert ("F", "OSError") == (row["status"], row["error_type"])
-        assert "No space left" in row["error_desc"]
+        assert ("F", "NoSpaceLeft") == (row["status"], row["error_type"])  # classified
+        assert "errno 28 (ENOSPC) in OSError" in row["error_desc"]
 
     def test_bad_option_fails_at_decoration(self) -> None:
         with pytest.raises(ConfigurationError):
@@ -203,3 +203,69 @@ class TestYesNo:
     def test_anything_else_fails_loudly(self, text: object) -> None:
         with pytest.raises(ConfigurationError, match="track"):
             yes_no(text, "track")
+
+
+class TestClassification:
+    def test_app_classes_then_preset_then_builtin(
+        self, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """error_classes first (a dict answer, as migas-py's error_funcs give), then the
+        built-in classes; classify=False keeps the raw class."""
+        import threading
+
+        monkeypatch.setattr(threading, "excepthook", lambda a: None)
+
+        class StepError(Exception):
+            pass
+
+        def parse(exc: BaseException) -> dict[str, str]:
+            return {"error_type": "StepFailed", "error_desc": "step 3 of 7"}
+
+        handler = MigasHandler(
+            PROJECT,
+            "1",
+            endpoint=collector.url,
+            rate_limit=None,
+            error_classes={"StepError": parse},
+        )
+        for exc in (StepError("x"), OSError(28, "No space left on device"), KeyError("k")):
+
+            def boom(exc: BaseException = exc) -> None:
+                raise exc
+
+            t = threading.Thread(target=boom)
+            t.start()
+            t.join()
+        handler.flush(5)
+        got = [(r["error_type"], r["error_desc"]) for r in collector.wait_for(3)]
+        assert ("StepFailed", "step 3 of 7") == got[0]
+        assert "NoSpaceLeft" == got[1][0]
+        assert "KeyError" == got[2][0]
+        handler.close()
+
+    def test_classified_descriptions_are_redacted(
+        self, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A classified crash keeps where it happened, never the path it names (the
+        classification path once skipped redaction)."""
+        import threading
+
+        monkeypatch.setattr(threading, "excepthook", lambda a: None)
+        handler = MigasHandler(PROJECT, "1", endpoint=collector.url)
+
+        def boom() -> None:
+            raise FileNotFoundError(2, "No such file", "/home/jdoe/study/sub-07_T1w.nii.gz")
+
+        t = threading.Thread(target=boom)
+        t.start()
+        t.join()
+        handler.flush(5)
+        (row,) = collector.wait_for(1)
+        assert "MissingFile" == row["error_type"]
+        assert "jdoe" not in row["error_desc"]
+        assert "sub-07" not in row["error_desc"]
+        handler.close()
+
+    def test_bad_preset_fails_at_configuration(self) -> None:
+        with pytest.raises(ConfigurationError, match="preset"):
+            MigasHandler(PROJECT, "1", preset="fmriprep")
