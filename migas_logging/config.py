@@ -112,6 +112,8 @@ def internal_logger() -> logging.Logger:
                 stream = logging.StreamHandler(sys.stderr)
                 stream.setFormatter(logging.Formatter("<%(name)s> [%(levelname)s] %(message)s"))
                 logger.addHandler(stream)
+                # shown once, here: not a second time by the application's console handler
+                logger.propagate = False
     return logger
 
 

@@ -19,6 +19,7 @@ and go without it when it is not known yet.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from migas_logging import config
 from migas_logging.policy import maybe_stored_by
+
+_log = logging.getLogger("migas_logging.delivery")
 
 if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
@@ -195,6 +198,16 @@ class Sender:
                 entry.timed_out = True
                 self.last_delivery[crumb.project] = now  # it may land: space after it too
             self._tell(outcome, decision.result, entry.attempts)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug(
+                    "migas breadcrumb %d (%s), try %d: %s -> %s%s",
+                    entry.seq,
+                    crumb.status,
+                    entry.attempts,
+                    outcome.kind.value if outcome.status is None else outcome.status,
+                    decision.action,
+                    f" ({decision.result})" if decision.result else "",
+                )
             if decision.action == "done":
                 if decision.result == "sent":
                     self.last_delivery[crumb.project] = now

@@ -202,7 +202,11 @@ class MigasHandler(logging.Handler):
         preset: str | None = None,
         classify: object = True,
         _registered: bool = True,
+        _owner: str = "MigasHandler",
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise _unknown_options(_owner, unknown)
         if project is None:
             raise ConfigurationError(
                 "MigasHandler needs project='owner/repo', the GitHub name of the project "
@@ -490,6 +494,26 @@ class MigasHandler(logging.Handler):
         except ImportError:
             return
         self._hook = _hooks.install_for_handler(self)
+
+
+def _unknown_options(owner: str, unknown: Mapping[str, Any]) -> ConfigurationError:
+    """An error naming each unknown option and the closest valid one (``tiemout``)."""
+    import difflib
+    import inspect
+
+    valid = [
+        name
+        for name in inspect.signature(MigasHandler.__init__).parameters
+        if not name.startswith("_") and name not in ("self", "unknown")
+    ]
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, valid, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigurationError(
+        f"{owner} got unknown option{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
+        f"the options are: {', '.join(valid)}"
+    )
 
 
 def _logger_names(value: Sequence[str] | str | None) -> tuple[str, ...]:

@@ -98,6 +98,9 @@ class MigasProcessor:
         # Its handler is not registered with logging (it is not the application's), so a
         # dictConfig reload cannot close it.
         options.setdefault("_registered", False)
+        options.setdefault("_owner", "MigasProcessor")
+        if isinstance(level, str):
+            level = level.upper()  # structlog's names are lower case ("warning")
         self._handler = MigasHandler(project, version, level, **options)
         self._warned_after_format = False
 

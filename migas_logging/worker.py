@@ -24,6 +24,7 @@ What the parent had queued is the parent's to send.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from migas_logging.delivery import Sender
 
 __all__ = ["Entry", "Filtered", "Route", "Worker"]
+
+_log = logging.getLogger("migas_logging.worker")
 
 _STOP = object()
 _NO_FLUSH = float("inf")
@@ -380,6 +383,8 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
+        if result != "sent" and _log.isEnabledFor(logging.DEBUG):
+            _log.debug("migas breadcrumb %d not delivered: %s", entry.seq, result)
         with self._lock:
             self.pending -= 1
             self.ledger.settle(
