@@ -7,11 +7,13 @@ working fails here. ``test_every_example_is_tested`` keeps the list complete.
 
 from __future__ import annotations
 
+import getpass
 import json
 import multiprocessing
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -40,6 +42,7 @@ TESTED = {
     "config_ini.py",
     "config_code.py",
     "json_audit.py",
+    "nipype_tool.py",
 }
 
 _REPEATED = re.compile(r" \[repeated (\d+) more times? in [^\]]+\]$")
@@ -313,3 +316,71 @@ def test_json_logging_and_the_audit_trail(collector: LocalCollector, tmp_path: P
     assert ["INFO", "WARNING", "ERROR"] == [c["levelname"] for c in console]
     assert "sub-01" == console[1]["subject"]  # the local log keeps every extra
     assert 2 == result.stdout.count("audit: sent:")
+
+
+class TestNipypeTool:
+    """examples/nipype_tool.py: a nipype-like tool ending as fMRIPrep does."""
+
+    SESSION = "5e4f0b0e-8f9a-4c57-9a0e-0c7f1b9b2a11"
+
+    def args(self, tmp_path: Path, *extra: str) -> tuple[str, ...]:
+        """The tool's arguments: a dataset under a personal-looking path."""
+        data = tmp_path / "jdoe" / "ds003"
+        return (str(data), str(tmp_path / "jdoe" / "out"), "--session-id", self.SESSION, *extra)
+
+    def test_a_failed_node_ends_the_run_as_failed(
+        self, collector: LocalCollector, tmp_path: Path
+    ) -> None:
+        """R Started, the R workflow start, then F Exited with code 1 naming the node,
+        path-free, the session's latest; nipype's own records about the node are not sent."""
+        result = run("nipype_tool.py", *self.args(tmp_path), collector=collector, cwd=tmp_path)
+        assert 1 == result.returncode, result.stderr
+        assert "nipype_tool failed: Exception raised while executing Node convert_t1w" in (
+            result.stderr
+        )  # the console still says it, with the paths
+        rows = stored(collector, 3)
+        assert [
+            ("R", "Started", None),
+            ("R", "nipype_tool: workflow start", None),
+        ] == summary(rows[:2])
+        terminal = rows[2]
+        assert "F" == terminal["status"]
+        assert re.fullmatch(r"Exited with code 1 \[sent 2, [^\]]*\]", terminal["status_desc"])
+        assert "NodeExecutionError" == terminal["error_type"]
+        assert (
+            "Node convert_t1w (command mri_convert) failed: RuntimeError: subprocess exited "
+            "with code 1.; stderr: ERROR: cannot determine file type for <path>"
+        ) == terminal["error_desc"]
+        assert {self.SESSION} == {r["session_id"] for r in rows}
+        texts = json.dumps([[r["status_desc"], r["error_type"], r["error_desc"]] for r in rows])
+        assert str(tmp_path) not in texts
+        assert "jdoe" not in texts
+        assert "sub-01" not in texts
+        for name in (socket.gethostname(), getpass.getuser()):
+            assert not re.search(rf"\b{re.escape(name)}\b", texts), name
+
+    def test_a_clean_run_completes(self, collector: LocalCollector, tmp_path: Path) -> None:
+        """Without the failing node: the milestones, then C Completed, exit 0."""
+        args = self.args(tmp_path, "--skip-convert")
+        result = run("nipype_tool.py", *args, collector=collector, cwd=tmp_path)
+        assert 0 == result.returncode, result.stderr
+        rows = stored(collector, 4)
+        assert [
+            ("R", "Started"),
+            ("R", "nipype_tool: workflow start"),
+            ("R", "nipype_tool: nipype_tool finished successfully!"),
+        ] == [(r["status"], r["status_desc"]) for r in rows[:3]]
+        assert "C" == rows[3]["status"]
+        assert _COMPLETED.match(rows[3]["status_desc"]), rows[3]["status_desc"]
+
+    @pytest.mark.parametrize("flag", ["--notrack", "--debug"])
+    def test_notrack_and_debug_send_nothing(
+        self, flag: str, collector: LocalCollector, tmp_path: Path
+    ) -> None:
+        """Either flag turns telemetry off: no request, no user id file; the run is the same."""
+        args = self.args(tmp_path, flag)
+        result = run("nipype_tool.py", *args, collector=collector, cwd=tmp_path)
+        assert 1 == result.returncode, result.stderr
+        assert "nipype_tool failed" in result.stderr
+        assert [] == collector.requests()  # the process has exited: nothing comes later
+        assert not (tmp_path / "config").exists()
