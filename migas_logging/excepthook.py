@@ -126,6 +126,9 @@ class CrashHook:
         classify: map the failures every pipeline meets (out of memory, no space left,
             killed by a signal, permission denied, missing file) to stable classes
             (default True).
+        enabled: process-wide: False turns everything off, like ``MIGAS_OPTOUT``.
+        session_id: process-wide: the run's id as the session (see
+            :func:`migas_logging.configure`).
         before_send: ``(breadcrumb, hint) -> breadcrumb | None`` for the crash and
             lifecycle breadcrumbs, on the worker thread: rewrite one (``dataclasses``-free:
             use :meth:`~migas_logging.breadcrumb.Breadcrumb.replace`), or return None to
@@ -153,6 +156,8 @@ class CrashHook:
         error_classes: Mapping[str, Callable[[BaseException], Any]] | None = None,
         preset: str | None = None,
         classify: bool = True,
+        enabled: object = True,
+        session_id: str | None = None,
         _handler: MigasHandler | None = None,
     ) -> None:
         from migas_logging.client import ClientSettings, get_client, yes_no
@@ -161,6 +166,8 @@ class CrashHook:
 
         self.project = config.checked_project(project)
         self.version = _bc.normalize_version(version)
+        if not yes_no(enabled, "enabled"):
+            config.set_enabled(False)  # process-wide, like MIGAS_OPTOUT (--notrack)
         self.settings = config.Settings.resolve(endpoint, timeout)
         from migas_logging.client import _seconds
 
@@ -231,7 +238,9 @@ class CrashHook:
             given = {"endpoint"} if endpoint else set()
             if timeout is not None:
                 given.add("timeout")
-            wanted = ClientSettings.resolve(endpoint, timeout)
+            wanted = ClientSettings.resolve(endpoint, timeout, session_id=session_id)
+            if session_id is not None:
+                given.add("session_id")
             if self._flush_deadline is not None:
                 given.add("flush_deadline")
                 wanted = replace(wanted, flush_deadline=self._flush_deadline)

@@ -269,3 +269,28 @@ class TestClassification:
     def test_bad_preset_fails_at_configuration(self) -> None:
         with pytest.raises(ConfigurationError, match="preset"):
             MigasHandler(PROJECT, "1", preset="fmriprep")
+
+
+class TestTrackOptions:
+    def test_track_takes_session_id_and_enabled(self, collector: LocalCollector) -> None:
+        """track() reaches the process-wide switches too (no configure() first needed)."""
+        proc = run(
+            collector,
+            f"""
+            with migas_logging.track({PROJECT!r}, "1.0", session_id="run-42"):
+                pass
+            """,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        rows = collector.wait_for(2, timeout=15)
+        assert {config.session_uuid("run-42")} == {r["session_id"] for r in rows}
+        collector.reset()
+        proc = run(
+            collector,
+            f"""
+            with migas_logging.track({PROJECT!r}, "1.0", enabled=False):
+                pass
+            """,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        assert [] == collector.breadcrumbs()
