@@ -8,13 +8,17 @@
     migas-logging stored [--project OWNER/REPO] [--session ID] [--status S] [--follow]
     migas-logging serve [--port N] [--db FILE] [--register OWNER/REPO ...]
     migas-logging demo
+    migas-logging spool list|send|clear [--spool-dir DIR]
 
-``check``, ``usage``, ``send`` and ``stored`` take ``--endpoint URL`` (default
-``MIGAS_ENDPOINT``, then the hosted server), ``--timeout SECONDS`` and ``--json``
+``check``, ``usage``, ``send``, ``stored`` and ``spool send`` take ``--endpoint URL``
+(default ``MIGAS_ENDPOINT``, then the hosted server), ``--timeout SECONDS`` and ``--json``
 (machine-readable output instead of a table), before or after the command's name (after
-it, they win). ``serve`` and ``demo`` run their own server: they take ``--json`` only,
-and refuse the other two. A failure prints one line saying why on stderr and exits
-non-zero: 1 when the server said no or could not be reached, 2 for bad arguments or
+it, they win). ``serve`` and ``demo`` run their own server, and ``spool list`` and
+``spool clear`` read only the spool: they take ``--json`` only, and refuse the other
+two. ``spool`` commands take ``--spool-dir DIR`` after ``spool`` or after their own name
+(default ``MIGAS_SPOOL_DIR``, then ``~/.cache/migas/spool``). A failure prints one line
+saying why on stderr and exits non-zero: 1 when the server said no or could not be
+reached (or, for ``spool send``, when breadcrumbs are left), 2 for bad arguments or
 configuration.
 """
 
@@ -27,10 +31,14 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from migas_logging._version import __version__
 from migas_logging.exceptions import ConfigurationError, MigasError
+
+if TYPE_CHECKING:
+    from migas_logging.spool import Spool
 
 __all__ = ["main"]
 
@@ -298,6 +306,143 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(as_json=args.json)
 
 
+def _spool(args: argparse.Namespace) -> Spool:
+    """The spool the command works on; ConfigurationError when there is none to use."""
+    from migas_logging.spool import Spool, default_spool_dir
+
+    given = getattr(args, "spool_dir", None)
+    directory = Path(given).expanduser() if given else default_spool_dir()
+    if directory is None:
+        raise ConfigurationError(
+            "the spool is disabled (MIGAS_SPOOL_DIR is empty): give --spool-dir DIR"
+        )
+    spool = Spool(directory)
+    problem = _spool_problem(spool)
+    if problem:
+        raise ConfigurationError(f"{problem}: not used")
+    return spool
+
+
+def _spool_problem(spool: Spool) -> str | None:
+    from migas_logging._files import private_dir_problem
+
+    if not os.path.lexists(spool.directory):
+        return None
+    problem = private_dir_problem(spool.directory, create=False)
+    return None if problem is None else f"the spool {spool.directory} {problem}"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _cmd_spool_list(args: argparse.Namespace) -> int:
+    import time
+
+    from migas_logging._table import table
+
+    spool = _spool(args)
+    items = spool.items()
+    now = time.time()
+    rows: list[dict[str, Any]] = [
+        {
+            "session": item.session,
+            "seq": item.seq,
+            "terminal": item.terminal,
+            "status": item.status,
+            "age": round(now - item.created, 3),
+            "project": item.project,
+            "claimed_by": item.claimed_by,
+            "file": item.name,
+            "breadcrumb": item.payload,
+        }
+        for item in items
+    ]
+    if args.json:
+        _emit(args, {"directory": str(spool.directory), "items": rows}, "")
+        return EXIT_OK
+    if not rows:
+        print(f"the spool {spool.directory} is empty")
+        return EXIT_OK
+    shown = [
+        {
+            **row,
+            "status": row["status"]
+            + (" terminal" if row["terminal"] else "")
+            + (f" (being sent by {row['claimed_by']})" if row["claimed_by"] else ""),
+            "age": _age(row["age"]),
+        }
+        for row in rows
+    ]
+    print(table(shown, ["session", "seq", "status", "age", "project"], width={"status": 60}))
+    sessions = len({row["session"] for row in rows})
+    print(f"{len(rows)} breadcrumbs of {sessions} sessions in {spool.directory}")
+    return EXIT_OK
+
+
+def _cmd_spool_send(args: argparse.Namespace) -> int:
+    from migas_logging import config
+    from migas_logging.spool import breadcrumb_from_payload, verdict_of
+    from migas_logging.transport import Transport
+
+    settings = config.Settings.resolve(args.endpoint, args.timeout)
+    if settings.optout:
+        return _fail("telemetry is disabled (MIGAS_OPTOUT is set); nothing was sent")
+    spool = _spool(args)
+    transport = Transport(settings.endpoint, settings.timeout)
+    reasons: dict[str, str] = {}
+
+    def send(payload: dict[str, Any], terminal: bool) -> str:
+        try:
+            crumb = breadcrumb_from_payload(payload)
+        except ValueError as exc:
+            reasons["drop"] = f"not a breadcrumb: {exc}"
+            return "drop"
+        outcome = transport.send(crumb, wait=True)
+        verdict = verdict_of(outcome)
+        if verdict != "sent":
+            reasons[verdict] = f"{outcome.kind.value}: {outcome.detail}"
+        return verdict
+
+    try:
+        result = spool.replay(send)
+    finally:
+        transport.close()
+    summary = {
+        "sent": result.sent,
+        "dropped": result.dropped,
+        "left": result.left,
+        "stopped": result.stopped,
+        "reason": reasons.get("retry") if result.stopped == "retry" else None,
+        "last_refusal": reasons.get("drop"),
+        "directory": str(spool.directory),
+        "endpoint": config.display_url(settings.endpoint),
+    }
+    text = f"sent {result.sent}, dropped {result.dropped}, left {result.left}"
+    if result.dropped:
+        text += f" (last refusal: {reasons.get('drop', '?')})"
+    _emit(args, summary, text)
+    if result.left:
+        why = summary["reason"] or "another process is sending them, or they came meanwhile"
+        return _fail(f"{result.left} breadcrumbs are left in {spool.directory}: {why}")
+    return EXIT_OK
+
+
+def _cmd_spool_clear(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    removed = spool.clear()
+    _emit(
+        args,
+        {"removed": removed, "directory": str(spool.directory)},
+        f"removed {removed} breadcrumbs from {spool.directory}",
+    )
+    return EXIT_OK
+
+
 # --- parser -------------------------------------------------------------------------
 
 
@@ -434,6 +579,34 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         help="start a local collector, log through dictConfig, show what arrived",
     )
     p.set_defaults(func=_cmd_demo)
+
+    spool_dir = _Parser(add_help=False)
+    spool_dir.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the spool directory (default: $MIGAS_SPOOL_DIR, then ~/.cache/migas/spool)",
+    )
+    p = commands["spool"] = sub.add_parser(
+        "spool",
+        parents=[net, spool_dir],
+        help="list, send or clear the breadcrumbs kept while the server was unreachable",
+        description="The spool keeps the breadcrumbs that could not be delivered (no "
+        "network, or rate-limited at exit) until they can be sent.",
+    )
+    actions = p.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    for name, parents, func, text in (
+        ("list", [json_only, spool_dir], _cmd_spool_list, "show what the spool holds"),
+        (
+            "send",
+            [net, spool_dir],
+            _cmd_spool_send,
+            "send it to the server, each run's terminal breadcrumb last",
+        ),
+        ("clear", [json_only, spool_dir], _cmd_spool_clear, "remove it all, without asking"),
+    ):
+        q = commands[f"spool {name}"] = actions.add_parser(name, parents=parents, help=text)
+        q.set_defaults(func=func)
     return parser, commands
 
 
@@ -441,15 +614,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; usage errors exit with status 2 and one line on stderr."""
     parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
-    command = commands[args.command]
+    name = args.command
+    if name == "spool":
+        name = f"spool {args.spool_command}"
+    command = commands[name]
     if extra:
         command.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("serve", "demo"):
+    local = {
+        "serve": "it runs its own server",
+        "demo": "it runs its own server",
+        "spool list": "it reads only the spool",
+        "spool clear": "it reads only the spool",
+    }
+    if name in local:
         for option in ("endpoint", "timeout"):
             if getattr(args, option, None) is not None:
-                command.error(
-                    f"--{option} is not an option of {args.command}: it runs its own server"
-                )
+                command.error(f"--{option} is not an option of {name}: {local[name]}")
     if args.command == "serve":
         args.rate_limit_given = "rate_limit" in vars(args)
         if not args.rate_limit_given:
