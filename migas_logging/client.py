@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,37 @@ __all__ = ["Client", "ClientSettings", "configure", "current_client", "get_clien
 _log = logging.getLogger("migas_logging")
 
 DEFAULT_RATE_LIMIT = "30/60"
+#: One budget for the processes of one user on one machine (they share an address): the
+#: server's documented window, 100 requests per 60 s per address.
+DEFAULT_MACHINE_RATE = "100/60"
+
+
+def _spool_dir(spool: object) -> str | None:
+    """The spool directory, or None (no spool).
+
+    Off unless asked for: ``spool=True`` (the user's cache, ``~/.cache/migas/spool``), a
+    directory, or ``MIGAS_SPOOL_DIR`` set by the end user, whose value always wins (an
+    empty one turns the spool off whatever the application asked).
+    """
+    from migas_logging.spool import default_spool_dir
+
+    env = os.environ.get("MIGAS_SPOOL_DIR")
+    if spool is None:
+        spool = env is not None
+    elif isinstance(spool, str) and spool.strip().lower() in ("true", "yes", "on", "1"):
+        spool = True
+    elif isinstance(spool, str) and spool.strip().lower() in ("false", "no", "off", "0", ""):
+        spool = False
+    if spool is False:
+        return None
+    if spool is True or env is not None:
+        found = default_spool_dir()
+        return str(found) if found is not None else None
+    if isinstance(spool, str | os.PathLike):
+        return os.fspath(spool)
+    raise ConfigurationError(
+        f"spool {spool!r} is not a directory, True (the user's cache) or False (no spool)"
+    )
 
 
 _YES = frozenset({"1", "yes", "true", "on", "y", "t"})
@@ -114,6 +146,8 @@ class ClientSettings:
     audit_file: str | None = None
     enabled: bool = True
     session_id: str | None = None
+    spool_dir: str | None = None
+    machine_rate: RateCap | None = None
     rate_window: float = 60.0
     circuit_cooldown: float = 30.0
 
@@ -131,6 +165,8 @@ class ClientSettings:
         audit_file: str | None = None,
         enabled: object = True,
         session_id: object = None,
+        spool: object = None,
+        machine_rate: object = DEFAULT_MACHINE_RATE,
     ) -> ClientSettings:
         """Check every value and fill in the environment's and the defaults.
 
@@ -152,6 +188,8 @@ class ClientSettings:
             audit_file=audit_path(audit_file),
             enabled=enabled,
             session_id=None if session_id is None else config.session_uuid(session_id),
+            spool_dir=_spool_dir(spool),
+            machine_rate=RateCap.parse(machine_rate),
         )
 
     def differences(self, other: ClientSettings) -> list[tuple[str, Any, Any]]:
@@ -184,6 +222,7 @@ class Client:
         self._transport_factory = transport_factory
         self.explicit = False  # made by configure(), not implicitly by a handler
         self.audit: AuditTrail | None = None
+        self.spool: Any = None
         self.ledger = Ledger()
         from migas_logging.process import RunFlag
 
@@ -207,6 +246,18 @@ class Client:
         self.worker = Worker(admission, self.ledger, self.sender, self.report_once)
         if settings.audit_file and not config.optout():
             self._open_audit(settings.audit_file)
+        if settings.spool_dir and not config.optout():
+            self._open_spool(settings.spool_dir, settings.machine_rate)
+
+    def _open_spool(self, directory: str, machine_rate: RateCap | None) -> None:
+        """Keep what cannot be delivered for later, and share one budget per machine."""
+        from migas_logging.replay import SpoolKeeper
+
+        keeper = SpoolKeeper(directory, machine_rate, self.sender, self.report_once)
+        self.spool = keeper
+        self.worker.keep = keeper.keep
+        self.worker.replay = keeper.replay
+        self.sender.budget = keeper.budget
 
     def _open_audit(self, path: str) -> None:
         from migas_logging._audit import AuditListener, AuditTrail
@@ -338,6 +389,8 @@ def configure(
     audit_file: str | None = None,
     enabled: bool = True,
     session_id: str | None = None,
+    spool: object = None,
+    machine_rate: object = DEFAULT_MACHINE_RATE,
 ) -> Client:
     """Set the process-wide delivery settings (call it once, early).
 
@@ -356,6 +409,14 @@ def configure(
         session_id: the run's id as the session (a UUID, or any text turned into a
             stable UUID), as fMRIPrep uses its run UUID; forked children share it, and
             :func:`~migas_logging.config.export_session_id` passes it to others.
+        spool: keep breadcrumbs that could not reach the server, to send them later
+            (see docs/spool.md): True (``~/.cache/migas/spool``), a directory, or False.
+            Off by default; ``MIGAS_SPOOL_DIR`` (the end user's) turns it on there, or
+            off when empty, whatever the application says. Nothing under opt-out.
+        machine_rate: with a spool, one budget for this user's processes on this
+            machine, e.g. ``"100/60"`` (the default: the server's documented window per
+            address), kept in a small locked file beside the spool; None: per-process
+            caps only.
 
     Returns:
         The process's client.
@@ -376,6 +437,8 @@ def configure(
         audit_file=audit_file,
         enabled=enabled,
         session_id=session_id,
+        spool=spool,
+        machine_rate=machine_rate,
     )
     global _client  # noqa: PLW0603 - one client per process, by design
     with _client_lock:

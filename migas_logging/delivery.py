@@ -65,6 +65,7 @@ class Sender:
         self._transport_factory = transport_factory
         self.listeners_notes: Callable[[], None] = lambda: None
         self.run_over: Callable[[], bool] = lambda: False  # the parent's run ended
+        self.budget: Any = None  # the machine's budget (migas_logging.budget), if any
         self._init_state()
 
     def _init_state(self) -> None:
@@ -185,6 +186,8 @@ class Sender:
                 continue
             if self._too_late(entry, limit, now) or (self.run_over() and not entry.terminal):
                 return "shutdown"
+            if self.budget is not None and not self._budget_allows(limit):
+                return "rate_limited"  # at the exit: kept in the spool
             entry.attempts += 1
             outcome = self._send(crumb, entry.terminal, limit, own_connection)
             entry.outcome = outcome
@@ -216,6 +219,18 @@ class Sender:
                 return decision.result
             if decision.action == "retry" and self._sleep_until(decision.at):
                 return decision.result
+
+    def _budget_allows(self, limit: float | None) -> bool:
+        """Wait for a token of the machine's budget; False when none comes by ``limit``."""
+        budget = self.budget
+        while not budget.take():
+            now = time.monotonic()
+            at = now + max(0.05, min(budget.wait_time(), 60.0))
+            if limit is not None and at > limit:
+                return False
+            if self._sleep_until(at):
+                return False
+        return True
 
     def _limit(self, entry: Entry) -> float | None:
         """The time by which this entry's tries must end (None: no exit yet)."""

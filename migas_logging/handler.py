@@ -40,6 +40,7 @@ from migas_logging import breadcrumb as _bc
 from migas_logging import config
 from migas_logging.admission import RateCap
 from migas_logging.client import (
+    DEFAULT_MACHINE_RATE,
     DEFAULT_RATE_LIMIT,
     Client,
     ClientSettings,
@@ -87,6 +88,8 @@ _RATE_LIMIT = _Default(DEFAULT_RATE_LIMIT)
 _FOLD_WINDOW = _Default(60.0)
 _RETRIES = _Default(3)
 _FLUSH_DEADLINE = _Default(2.0)
+_SPOOL = _Default(None)
+_MACHINE_RATE = _Default(DEFAULT_MACHINE_RATE)
 
 
 _IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
@@ -155,6 +158,10 @@ class MigasHandler(logging.Handler):
         error_detail: how much of an exception leaves, in records and crashes:
             ``"message"`` (default: its message and a path-free summary of where it was
             raised, redacted) or ``"type"`` (its class name only).
+        spool: process-wide: keep breadcrumbs that could not reach the server and send
+            them later (see :func:`migas_logging.configure`); off by default.
+        machine_rate: process-wide: with a spool, one budget for this user's processes
+            on this machine (default ``"100/60"``).
         error_classes: the application's own classes of crashes (see
             :class:`~migas_logging.excepthook.CrashHook`), tried first.
         preset: ``"nipype"``: nipype's failed nodes named, path-free.
@@ -201,6 +208,8 @@ class MigasHandler(logging.Handler):
         error_classes: Mapping[str, Any] | None = None,
         preset: str | None = None,
         classify: object = True,
+        spool: object = _SPOOL,
+        machine_rate: object = _MACHINE_RATE,
         _registered: bool = True,
         _owner: str = "MigasHandler",
         **unknown: Any,
@@ -248,6 +257,8 @@ class MigasHandler(logging.Handler):
             "fold_window": fold_window,
             "retries": retries,
             "flush_deadline": flush_deadline,
+            "spool": spool,
+            "machine_rate": machine_rate,
         }
         given = {k for k, v in process_wide.items() if not isinstance(v, _Default)}
         if endpoint is not None:

@@ -13,6 +13,7 @@ crash hook, ``Started`` and the terminal breadcrumb included) is counted once in
 | ``failed`` | 5xx or broken answers, after the bounded retries |
 | ``unconfirmed`` | tries timed out: the server may have stored it, unconfirmed |
 | ``unreachable`` | no connection (the server is down) when the deadline came |
+| ``spooled`` | not delivered for want of a connection (or of the rate window at exit): kept |
 | ``shutdown`` | still queued when the exit deadline passed, or logged after the run ended |
 | ``optout`` | ``MIGAS_OPTOUT`` is set |
 | ``closed`` | the handler (or the client) was already closed |
@@ -43,6 +44,7 @@ DROP_REASONS = (
     "failed",
     "unconfirmed",
     "unreachable",
+    "spooled",
     "shutdown",
     "optout",
     "closed",

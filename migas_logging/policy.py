@@ -160,7 +160,10 @@ class DeliveryPolicy:
                 return Decision("done", "rate_limited", drop_queued=True)
             return Decision("pause", at=until)
         # 5xx, timeout, no connection, a broken answer: bounded retries
-        unreachable = kind is OutcomeKind.UNREACHABLE
+        # no connection, or a timeout that sent nothing: the server could not be reached
+        unreachable = kind is OutcomeKind.UNREACHABLE or (
+            kind is OutcomeKind.TIMEOUT and outcome.unsent
+        )
         if unreachable or kind is OutcomeKind.TIMEOUT:
             self.breaker.failure(now)
         else:

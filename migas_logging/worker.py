@@ -38,6 +38,8 @@ from migas_logging._stdlib import logging_lock_held
 from migas_logging.admission import Admission, summary_suffix
 from migas_logging.ledger import Ledger, Stats
 
+KEPT_REASONS = frozenset({"unreachable", "rate_limited"})  # see migas_logging.replay
+
 if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
     from migas_logging.delivery import Sender
@@ -162,6 +164,10 @@ class Worker:
         self.ledger = ledger
         self.sender = sender
         self._report = report
+        #: Spools an undelivered entry (True when kept); None: no spool.
+        self.keep: Callable[[Entry], bool] | None = None
+        #: Replays a few spooled breadcrumbs when idle (True when more wait).
+        self.replay: Callable[[], bool] | None = None
         self._routes: weakref.WeakSet[Route] = weakref.WeakSet()
         self._init_state()
 
@@ -333,14 +339,28 @@ class Worker:
     def _run(self) -> None:
         self.thread_ident = threading.get_ident()
         self.sender.prepare()
+        more = False  # spooled breadcrumbs wait to be replayed
         while True:
+            timeout = 0.05 if more else (1.0 if self.admission.folds or self.replay else None)
             try:
-                item = self._queue.get(timeout=1.0 if self.admission.folds else None)
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
+                more = self._replay_some()
             if item is _STOP:
                 return
             self._step(item)
+
+    def _replay_some(self) -> bool:
+        """Idle: replay a few spooled breadcrumbs (never during the exit)."""
+        replay = self.replay
+        if replay is None or self.ended or self.stopped or self.pending:
+            return False
+        try:
+            return replay()
+        except Exception as exc:
+            self._report("replay", "migas: replaying the spool failed: %r", exc)
+            return False
 
     def _step(self, item: Any) -> None:
         """Settle one queued item (on whichever thread drives the queue)."""
@@ -383,6 +403,12 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
+        if result in KEPT_REASONS and self.keep is not None and not entry.summary:
+            try:
+                if self.keep(entry):
+                    result = "spooled"  # sent later, by this process or another
+            except Exception:
+                pass
         if result != "sent" and _log.isEnabledFor(logging.DEBUG):
             _log.debug("migas breadcrumb %d not delivered: %s", entry.seq, result)
         with self._lock:

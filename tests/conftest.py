@@ -27,9 +27,11 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         "MIGAS_LOG_LEVEL",
         "MIGAS_SESSION_ID",
         "MIGAS_AUDIT_FILE",
+        "MIGAS_SPOOL_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # a spool, if any
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     sys_hook, thread_hook = sys.excepthook, threading.excepthook

@@ -40,11 +40,12 @@ class TestDecisions:
         error = outcome(OutcomeKind.SERVER_ERROR, status=502)
         assert ("done", "unconfirmed") == _pair(p.decide(error, 2, 0.0, timed_out_before=True))
 
-    def test_a_timeout_that_sent_nothing_is_not_unconfirmed(self) -> None:
-        """A connect timeout, or no time left to send: nothing can be stored."""
+    def test_a_timeout_that_sent_nothing_is_unreachable(self) -> None:
+        """A connect timeout: nothing was sent, so nothing can be stored (not
+        unconfirmed); the server could not be reached (so the spool may keep it)."""
         p = policy(retries=0)
         unsent = outcome(OutcomeKind.TIMEOUT, unsent=True)
-        assert ("done", "failed") == _pair(p.decide(unsent, 1, 0.0))
+        assert ("done", "unreachable") == _pair(p.decide(unsent, 1, 0.0))
 
     def test_429_pauses_for_the_window_and_retry_after(self) -> None:
         p = policy(rate_window=60.0)

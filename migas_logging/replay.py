@@ -1,0 +1,115 @@
+"""The spool in the delivery path: keep what cannot get through, replay it later.
+
+A breadcrumb that could not be delivered because the server could not be reached (no
+connection, no route, a DNS failure, a timeout before anything was sent), or that the
+server's rate limit still held back when the exit deadline came, is written to the spool
+(:mod:`migas_logging.spool`) instead of being dropped, and counted
+``dropped["spooled"]``. Not one the server answered, even with a 5xx, and not one that
+may already be stored (``unconfirmed``).
+
+Replay runs on the worker thread of a later process (or this one) that has delivered a
+breadcrumb of its own, so the server answers: a few spooled breadcrumbs at a time, only
+while its own queue is empty, never during the exit, within the machine's budget. The
+command ``migas-logging spool send`` does the same on demand.
+
+The machine budget (:mod:`migas_logging.budget`, a small locked file beside the spool)
+is drawn on by every try of every process of this user on this machine, so that many
+workers behind one address stay under the server's window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from migas_logging.budget import MachineBudget
+from migas_logging.spool import Spool, breadcrumb_from_payload, verdict_of
+
+if TYPE_CHECKING:
+    from migas_logging.admission import RateCap
+    from migas_logging.delivery import Sender
+    from migas_logging.worker import Entry
+
+__all__ = ["KEPT_REASONS", "SpoolKeeper"]
+
+from migas_logging.worker import KEPT_REASONS
+
+_REPLAY_BATCH = 5
+_LOOK_AGAIN = 30.0  # seconds before looking at an empty (or unreachable) spool again
+
+
+class SpoolKeeper:
+    """The spool and the machine budget of one client.
+
+    Args:
+        directory: the spool directory (the budget file goes beside it).
+        machine_rate: the machine's budget, or None.
+        sender: the client's sender (its transport, context and state).
+        report: reports a problem once (key, message, args).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        machine_rate: RateCap | None,
+        sender: Sender,
+        report: Callable[..., None],
+    ) -> None:
+        self.spool = Spool(directory)
+        self.budget: MachineBudget | None = None
+        if machine_rate is not None:
+            self.budget = MachineBudget(
+                Path(directory).parent / "budget", machine_rate.count, machine_rate.period
+            )
+        self._sender = sender
+        self._report = report
+        self._next_look = 0.0
+        self.kept = 0
+        self.replayed = 0
+
+    def keep(self, entry: Entry) -> bool:
+        """Write an undelivered entry to the spool; True when it was kept."""
+        crumb = entry.crumb
+        if crumb is None:
+            try:
+                crumb = self._sender.build(entry.route, entry.data, entry.suffix, wait=False)
+            except Exception:
+                return False
+        session = crumb.ctx.session_id or ""
+        if not self.spool.put(
+            crumb.to_payload(), session=session, seq=entry.seq, terminal=entry.terminal
+        ):
+            self._report("spool", "migas: could not write the spool (%s)", self.spool.problem)
+            return False
+        self.kept += 1
+        return True
+
+    def replay(self) -> bool:
+        """Send a few spooled breadcrumbs if the server answers; True when more wait."""
+        sender = self._sender
+        now = time.monotonic()
+        if now < self._next_look or sender.exit_deadline or not sender.last_delivery:
+            return False
+        if sender.policy.wait_until() > now:  # a 429 window or an open circuit
+            return False
+        result = self.spool.replay(
+            self._send_one, deadline=now + sender.settings.timeout, max_items=_REPLAY_BATCH
+        )
+        self.replayed += result.sent
+        if result.left and result.sent:
+            return True
+        self._next_look = now + _LOOK_AGAIN
+        return False
+
+    def _send_one(self, payload: dict[str, Any], terminal: bool) -> str:
+        if self.budget is not None and not self.budget.take():
+            return "retry"
+        sender = self._sender
+        outcome = sender.transport().send(
+            breadcrumb_from_payload(payload),
+            wait=terminal,
+            deadline=time.monotonic() + sender.settings.timeout,
+        )
+        return verdict_of(outcome)
