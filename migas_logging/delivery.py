@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["Sender"]
 
 _SPACING = 1.05
+_START_SPREAD = 5.0  # seconds over which the Started breadcrumbs of one machine spread
 
 
 class Sender:
@@ -173,6 +174,8 @@ class Sender:
         entry.crumb = crumb
         if entry.terminal:
             self._space(crumb)
+        elif self.budget is not None and getattr(entry.data, "starts_run", False):
+            self._jitter(crumb)
         policy = self.policy
         while True:
             limit = self._limit(entry)
@@ -219,6 +222,14 @@ class Sender:
                 return decision.result
             if decision.action == "retry" and self._sleep_until(decision.at):
                 return decision.result
+
+    def _jitter(self, crumb: Breadcrumb) -> None:
+        """Spread the ``Started`` breadcrumbs of processes that start together (an array
+        job) over a few seconds, by a delay fixed by the session id; an exit cuts it."""
+        from migas_logging.budget import start_jitter
+
+        delay = start_jitter(crumb.ctx.session_id or "", _START_SPREAD)
+        self._sleep_until(time.monotonic() + delay)
 
     def _budget_allows(self, limit: float | None) -> bool:
         """Wait for a token of the machine's budget; False when none comes by ``limit``."""

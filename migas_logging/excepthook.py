@@ -650,7 +650,7 @@ class _Terminated(BaseException):
 
 
 class _Plain:
-    __slots__ = ("counts", "desc", "found", "info", "status")
+    __slots__ = ("counts", "desc", "found", "info", "starts_run", "status")
 
     def __init__(
         self,
@@ -665,6 +665,7 @@ class _Plain:
         self.counts = counts  # end with the run's counts, read when it is built
         self.info = info
         self.found: tuple[str, str | None] | None = None
+        self.starts_run = status == "R" and desc == "Started"  # jittered with a budget
 
 
 class _MainCrash:
