@@ -16,11 +16,13 @@ session and number and never collide between processes.
 * **Order** (:meth:`Spool.items`): sessions in the order they were first written; in
   each session, breadcrumbs by number, the terminal one last whatever its number (the
   dashboard reads a run's outcome from its latest breadcrumb).
-* **Replay** (:meth:`Spool.replay`) claims each file by renaming it to
-  ``NAME.claimed-HOST-PID`` before sending it and removes it only once the server took
-  it: two replaying processes never send one breadcrumb twice, and a process that dies
-  mid-way loses nothing (its claim is given back once it is older than a few minutes and
-  its process is gone); at most the breadcrumb in flight is sent again.
+* **Replay** (:meth:`Spool.replay`) sends the runs' other breadcrumbs first, then their
+  terminal ones, each at least a second after its run's previous one (the server's clock
+  counts whole seconds). It claims each file by renaming it to ``NAME.claimed-HOST-PID``
+  before sending it and removes it only once the server took it: two replaying
+  processes never send one breadcrumb twice, and a process that dies mid-way loses
+  nothing (its claim is given back once it is older than a few minutes and its process
+  is gone); at most the breadcrumb in flight is sent again.
 
 The store knows nothing of opt-out: the client never makes a :class:`Spool` when the user
 opted out (``MIGAS_OPTOUT``) or disabled the spool (``MIGAS_SPOOL_DIR=""``), so nothing is
