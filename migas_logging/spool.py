@@ -16,11 +16,13 @@ session and number and never collide between processes.
 * **Order** (:meth:`Spool.items`): sessions in the order they were first written; in
   each session, breadcrumbs by number, the terminal one last whatever its number (the
   dashboard reads a run's outcome from its latest breadcrumb).
-* **Replay** (:meth:`Spool.replay`) claims each file by renaming it to
-  ``NAME.claimed-HOST-PID`` before sending it and removes it only once the server took
-  it: two replaying processes never send one breadcrumb twice, and a process that dies
-  mid-way loses nothing (its claim is given back once it is older than a few minutes and
-  its process is gone); at most the breadcrumb in flight is sent again.
+* **Replay** (:meth:`Spool.replay`) sends the runs' other breadcrumbs first, then their
+  terminal ones, each at least a second after its run's previous one (the server's clock
+  counts whole seconds). It claims each file by renaming it to ``NAME.claimed-HOST-PID``
+  before sending it and removes it only once the server took it: two replaying
+  processes never send one breadcrumb twice, and a process that dies mid-way loses
+  nothing (its claim is given back once it is older than a few minutes and its process
+  is gone); at most the breadcrumb in flight is sent again.
 
 The store knows nothing of opt-out: the client never makes a :class:`Spool` when the user
 opted out (``MIGAS_OPTOUT``) or disabled the spool (``MIGAS_SPOOL_DIR=""``), so nothing is
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -512,11 +515,19 @@ class Spool:
         *,
         deadline: float | None = None,
         max_items: int | None = None,
+        terminal_gap: float = 1.05,
     ) -> ReplayResult:
         """Send what the spool holds, in order, removing each breadcrumb once taken.
 
-        For each breadcrumb (see :meth:`items` for the order) the file is claimed, then
-        ``send(payload, terminal)`` is called and answers:
+        The runs' other breadcrumbs go first (sessions in the order of :meth:`items`,
+        each in order), then their terminal ones, each at least ``terminal_gap`` seconds
+        after its session's previous breadcrumb: the server stamps breadcrumbs to the
+        second, and the dashboard shows a run's latest one as its outcome. (With many
+        sessions, the other sessions' breadcrumbs fill that gap: the replay waits about
+        ``terminal_gap`` once, not once per run.)
+
+        For each breadcrumb the file is claimed, then ``send(payload, terminal)`` is
+        called and answers:
 
         * ``"sent"``: the server took it; the file is removed.
         * ``"drop"``: the server refused it for good; the file is removed and counted.
@@ -528,43 +539,52 @@ class Spool:
 
         Args:
             send: Delivers one body; see above.
-            deadline: A ``time.monotonic()`` after which no breadcrumb is started.
+            deadline: A ``time.monotonic()`` after which no breadcrumb is started (nor a
+                wait for ``terminal_gap`` that would end after it).
             max_items: The most breadcrumbs handed to ``send``.
+            terminal_gap: Seconds between a session's last breadcrumb sent and its
+                terminal one.
 
         Returns:
             The counts. Never raises (but a ``KeyboardInterrupt`` inside ``send`` gives
             the claim back and propagates).
         """
-        sent = dropped = tried = 0
+        counts = {"sent": 0, "drop": 0}
         stopped: str | None = None
         try:
             if not self._usable(create=False):
                 unusable = self.problem is not None
                 return ReplayResult(0, 0, 0, "unusable" if unusable else None)
             self._give_back_stale_claims()
-            for session in _sessions(self.items()):
-                for item in session:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        stopped = "deadline"
-                    elif max_items is not None and tried >= max_items:
-                        stopped = "max_items"
+            sessions = _sessions(self.items())
+            skipped: set[str] = set()
+            last_sent: dict[str, float] = {}
+            for terminal in (False, True):
+                for session in sessions:
+                    for item in session:
+                        if item.terminal is not terminal or item.session in skipped:
+                            continue
+                        if max_items is not None and sum(counts.values()) >= max_items:
+                            stopped = "max_items"
+                            break
+                        gap_end = last_sent.get(item.session, -math.inf) + terminal_gap
+                        start = max(time.monotonic(), gap_end if terminal else -math.inf)
+                        if deadline is not None and start >= deadline:
+                            stopped = "deadline"
+                            break
+                        if start > time.monotonic():
+                            time.sleep(start - time.monotonic())
+                        verdict = self._replay_one(send, item)
+                        if verdict in counts:
+                            counts[verdict] += 1
+                            if verdict == "sent":
+                                last_sent[item.session] = time.monotonic()
+                        elif verdict == "busy":
+                            skipped.add(item.session)
+                        else:
+                            stopped = "retry"
+                            break
                     if stopped:
-                        break
-                    if item.claimed_by is not None:
-                        break  # another process sends this session
-                    claimed = self._claim(item)
-                    if claimed is None:
-                        break  # another process claimed it first: the session is its
-                    verdict = self._send_claimed(send, item, claimed)
-                    if verdict == "busy":
-                        break  # an earlier breadcrumb of the session is still there
-                    tried += 1
-                    if verdict == "sent":
-                        sent += 1
-                    elif verdict == "drop":
-                        dropped += 1
-                    else:
-                        stopped = "retry"
                         break
                 if stopped:
                     break
@@ -572,7 +592,17 @@ class Spool:
         except Exception as exc:
             self.problem = f"cannot replay {self.directory}: {_reason(exc)}"
             left = self._count_quietly()
-        return ReplayResult(sent, dropped, left, stopped)
+        return ReplayResult(counts["sent"], counts["drop"], left, stopped)
+
+    def _replay_one(self, send: Callable[[dict[str, Any], bool], str], item: SpoolItem) -> str:
+        """Claim and send one breadcrumb: ``"sent"``, ``"drop"``, ``"retry"`` or
+        ``"busy"`` (its session is another process's, or an earlier one is still there)."""
+        if item.claimed_by is not None:
+            return "busy"
+        claimed = self._claim(item)
+        if claimed is None:
+            return "busy"  # another process claimed it first: the session is its
+        return self._send_claimed(send, item, claimed)
 
     def _send_claimed(
         self, send: Callable[[dict[str, Any], bool], str], item: SpoolItem, claimed: Path

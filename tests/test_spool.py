@@ -60,7 +60,7 @@ def sent_by(spool: Spool, answer: str = "sent") -> list[tuple[str, bool]]:
         seen.append((body["proc"]["status_desc"], terminal))
         return answer
 
-    spool.replay(send)
+    spool.replay(send, terminal_gap=0)
     return seen
 
 
@@ -417,6 +417,44 @@ class TestReplay:
         assert (2, 0, 3, "max_items") == spool.replay(lambda b, t: "sent", max_items=2)
         assert (3, 0, 0, None) == spool.replay(lambda b, t: "sent", max_items=3)
 
+    def test_terminal_breadcrumbs_go_last_and_a_gap_after_their_session(
+        self, spool: Spool, clock: FakeClock
+    ) -> None:
+        """Others first, then the terminal ones, each >= terminal_gap after its session's."""
+        for session in ("A", "B"):
+            clock.advance(1)
+            assert spool.put(payload(desc=f"{session}-R"), session=session, seq=0, terminal=False)
+            assert spool.put(payload(desc=f"{session}-end"), session=session, seq=1, terminal=True)
+        times: dict[str, float] = {}
+
+        def send(body: dict[str, Any], terminal: bool) -> str:
+            times[body["proc"]["status_desc"]] = time.monotonic()
+            return "sent"
+
+        assert (4, 0, 0, None) == spool.replay(send, terminal_gap=0.3)
+        assert ["A-R", "B-R", "A-end", "B-end"] == sorted(times, key=times.__getitem__)
+        assert times["A-end"] - times["A-R"] >= 0.3
+        assert times["B-end"] - times["B-R"] >= 0.3
+
+    def test_the_gap_never_waits_past_the_deadline(self, spool: Spool) -> None:
+        """A terminal breadcrumb whose gap would end after the deadline is left for later."""
+        assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
+        assert spool.put(payload(desc="end"), session="s", seq=1, terminal=True)
+        start = time.monotonic()
+        result = spool.replay(lambda b, t: "sent", deadline=start + 1, terminal_gap=30)
+        assert (1, 0, 1, "deadline") == result
+        assert time.monotonic() - start < 10
+        assert spool.items()[0].terminal
+
+    def test_no_gap_after_a_refusal(self, spool: Spool) -> None:
+        """A dropped breadcrumb was not stored: the terminal one need not wait for it."""
+        assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
+        assert spool.put(payload(desc="end"), session="s", seq=1, terminal=True)
+        start = time.monotonic()
+        answers = iter(["drop", "sent"])
+        assert (1, 1, 0, None) == spool.replay(lambda b, t: next(answers), terminal_gap=30)
+        assert time.monotonic() - start < 10
+
     def test_a_claim_is_a_rename_and_is_fresh(
         self, spool: Spool, directory: Path, clock: FakeClock
     ) -> None:
@@ -539,7 +577,8 @@ class TestReplay:
         assert (3, 0, 0, None) == retry.replay(
             lambda body, terminal: (
                 log.open("a").write(body["proc"]["status_desc"] + "\n") and "sent"
-            )
+            ),
+            terminal_gap=0,
         )
         assert ["0", "1", "2", "2", "3", "4"] == log.read_text().split()
 

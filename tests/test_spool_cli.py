@@ -144,6 +144,8 @@ class TestSend:
         for session, end in zip(SESSIONS, ["F", "C"], strict=True):
             rows = [r for r in stored if r["session_id"] == session]
             assert ["R", "R", end] == [r["status"] for r in rows]  # the terminal one last
+            # and in a later second of the server's clock, so the dashboard shows it
+            assert rows[-1]["timestamp"] > max(r["timestamp"] for r in rows[:-1])
         assert [] == collector.lost()
 
     def test_a_refused_breadcrumb_is_dropped(
