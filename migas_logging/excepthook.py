@@ -614,18 +614,14 @@ class CrashHook:
     ) -> _bc.Breadcrumb:
         """A lifecycle breadcrumb, or a crash one when ``info`` summarises the exception
         (``found``: its class, when classification found one)."""
+        error_type: str | None
+        error_desc: str | None
         if found is not None:
-            return _bc.build(
-                project=self.project,
-                version=self.version,
-                language_version=self._language_version,
-                ctx=ctx,
-                status=status,
-                status_desc=desc,
-                error_type=found[0],
-                error_desc=found[1] if self.error_detail == "message" else None,
-                redactor=_bc.default_redactor() if self.redact else None,
-            )
+            error_type, error_desc = found
+        elif info is not None:
+            error_type, error_desc = info.type_name, info.describe()
+        else:
+            error_type = error_desc = None
         return _bc.build(
             project=self.project,
             version=self.version,
@@ -633,10 +629,8 @@ class CrashHook:
             ctx=ctx,
             status=status,
             status_desc=desc,
-            error_type=info.type_name if info is not None else None,
-            error_desc=(
-                info.describe() if info is not None and self.error_detail == "message" else None
-            ),
+            error_type=error_type,
+            error_desc=error_desc if self.error_detail == "message" else None,
             redactor=_bc.default_redactor() if self.redact else None,
         )
 
