@@ -259,7 +259,12 @@ class TestMixed:
         home = IDENTITIES[identity]["HOME"]
         result = REDACTORS[identity](text)
         for entry, context in entries:
-            assert [] == survivors(result, entry, home, context), (text, result)
+            # a word that is identifying in one string may be plain, kept text in another
+            # of the same case ('clinic' as a user name, and as a database name): only
+            # what no other string holds as ordinary text must be gone
+            others = " ".join(e.text for e, _ in entries if e is not entry)
+            left = [part for part in survivors(result, entry, home, context) if part not in others]
+            assert [] == left, (text, result)
 
 
 # --- through a real handler and a local server -----------------------------------------
