@@ -236,6 +236,20 @@ class TestFallback:
         finally:
             release.set()
 
+    def test_no_helper_thread_at_shutdown(
+        self, path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Python 3.12 refuses new threads in atexit handlers: the file is used inline."""
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        budget = MachineBudget(path, 2, 60)
+        assert [True, True, False] == [budget.take(T0) for _ in range(3)]
+        assert 0 == budget.local_decisions
+        assert 2 == spent(path)
+
     def test_a_bug_allows(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """An unexpected error never reaches the caller (and never silences telemetry)."""
 
