@@ -284,6 +284,9 @@ class Spool:
         self.corrupt = 0
         #: Why the last operation could not use the directory, or None.
         self.problem: str | None = None
+        # When each session's latest breadcrumb was sent (time.monotonic()), across
+        # replays: a terminal breadcrumb of the next batch keeps its distance too.
+        self._last_sent: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"Spool({str(self.directory)!r})"
@@ -521,10 +524,11 @@ class Spool:
 
         The runs' other breadcrumbs go first (sessions in the order of :meth:`items`,
         each in order), then their terminal ones, each at least ``terminal_gap`` seconds
-        after its session's previous breadcrumb: the server stamps breadcrumbs to the
-        second, and the dashboard shows a run's latest one as its outcome. (With many
-        sessions, the other sessions' breadcrumbs fill that gap: the replay waits about
-        ``terminal_gap`` once, not once per run.)
+        after its session's previous breadcrumb (sent by this object, in this replay or
+        an earlier one): the server stamps breadcrumbs to the second, and the dashboard
+        shows a run's latest one as its outcome. (With many sessions, the other sessions'
+        breadcrumbs fill that gap: the replay waits about ``terminal_gap`` once, not
+        once per run.)
 
         For each breadcrumb the file is claimed, then ``send(payload, terminal)`` is
         called and answers:
@@ -558,7 +562,10 @@ class Spool:
             self._give_back_stale_claims()
             sessions = _sessions(self.items())
             skipped: set[str] = set()
-            last_sent: dict[str, float] = {}
+            last_sent = self._last_sent
+            for session_id, when in list(last_sent.items()):
+                if time.monotonic() - when > max(terminal_gap, 0.0):
+                    del last_sent[session_id]  # long enough ago for any terminal one
             for terminal in (False, True):
                 for session in sessions:
                     for item in session:

@@ -236,6 +236,20 @@ class TestFallback:
         finally:
             release.set()
 
+    def test_no_helper_thread_at_shutdown(
+        self, path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Python 3.12 refuses new threads in atexit handlers: the file is used inline."""
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        budget = MachineBudget(path, 2, 60)
+        assert [True, True, False] == [budget.take(T0) for _ in range(3)]
+        assert 0 == budget.local_decisions
+        assert 2 == spent(path)
+
     def test_a_bug_allows(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """An unexpected error never reaches the caller (and never silences telemetry)."""
 
@@ -288,7 +302,8 @@ def _hammer(path: str, count: int, period: float, seconds: float, start: Any, ou
 
 
 def hammer(path: Path, processes: int, count: int, period: float, seconds: float) -> list[Any]:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")  # 20 spawns cost seconds; forks do not
+    ctx.set_forkserver_preload([__name__])  # each fork has this module already
     start, out = ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(target=_hammer, args=(str(path), count, period, seconds, start, out))
@@ -308,7 +323,7 @@ def hammer(path: Path, processes: int, count: int, period: float, seconds: float
 class TestManyProcesses:
     def test_twenty_processes_never_exceed_the_budget(self, path: Path) -> None:
         """20 processes hammer 50/60 s for a while: 50 grants in all, never more."""
-        results = hammer(path, 20, 50, 60.0, 1.5)
+        results = hammer(path, 20, 50, 60.0, 1.0)
         granted = [t for times, _ in results for t in times]
         assert 0 == sum(local for _, local in results), "a process fell back to its own budget"
         assert len(granted) <= 50
@@ -316,8 +331,8 @@ class TestManyProcesses:
         assert len(granted) >= 25  # (a helper thread late by 0.1 s wastes its grant)
 
     def test_tokens_come_back_and_no_window_holds_more(self, path: Path) -> None:
-        """6 processes on 5/1 s for 2.5 s: grants keep coming, never 6 in one second."""
-        results = hammer(path, 6, 5, 1.0, 2.5)
+        """6 processes on 5 per 0.5 s for 1.2 s: grants keep coming, never 6 in a window."""
+        results = hammer(path, 6, 5, 0.5, 1.2)
         granted = [t for times, _ in results for t in times]
-        assert most_in_a_window(granted, 1.0) <= 5
+        assert most_in_a_window(granted, 0.5) <= 5
         assert len(granted) >= 10  # the budget came back at least once

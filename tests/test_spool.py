@@ -436,6 +436,20 @@ class TestReplay:
         assert times["A-end"] - times["A-R"] >= 0.3
         assert times["B-end"] - times["B-R"] >= 0.3
 
+    def test_the_gap_holds_across_replays(self, spool: Spool) -> None:
+        """Replayed a few at a time, a terminal breadcrumb still keeps its distance."""
+        assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
+        assert spool.put(payload(desc="end"), session="s", seq=1, terminal=True)
+        times: list[float] = []
+
+        def send(body: dict[str, Any], terminal: bool) -> str:
+            times.append(time.monotonic())
+            return "sent"
+
+        assert (1, 0, 1, "max_items") == spool.replay(send, max_items=1, terminal_gap=0.3)
+        assert (1, 0, 0, None) == spool.replay(send, max_items=1, terminal_gap=0.3)
+        assert times[1] - times[0] >= 0.3
+
     def test_the_gap_never_waits_past_the_deadline(self, spool: Spool) -> None:
         """A terminal breadcrumb whose gap would end after the deadline is left for later."""
         assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
