@@ -113,7 +113,7 @@ def default_spool_dir() -> Path | None:
 class SpoolItem(NamedTuple):
     """One spooled breadcrumb, as :meth:`Spool.items` found it.
 
-    Args:
+    Attributes:
         path: Its file.
         session: The session it belongs to (as written in the file name).
         seq: Its number in the session.
@@ -155,7 +155,7 @@ class SpoolItem(NamedTuple):
 class ReplayResult(NamedTuple):
     """What one :meth:`Spool.replay` did.
 
-    Args:
+    Attributes:
         sent: Breadcrumbs the server took (their files are gone).
         dropped: Breadcrumbs the server refused for good (their files are gone too).
         left: Breadcrumbs still in the spool when the replay ended.
