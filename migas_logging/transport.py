@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import re
 import threading
 import time
@@ -393,6 +394,7 @@ class Transport:
                         data=body,
                         headers={"Content-Type": "application/json"},
                         timeout=(min(self.connect_timeout, left), left),
+                        verify=self._verify(),
                         allow_redirects=False,
                         stream=True,  # the answer is read by _read_answer, bounded
                     )
@@ -424,6 +426,22 @@ class Transport:
         return _answer(
             status, headers, text, via=via, elapsed=time.monotonic() - start, body_bytes=len(body)
         )
+
+    def _verify(self) -> bool | str:
+        """The authorities a request trusts: the CA file ``SSL_CERT_FILE`` names, or True.
+
+        True lets ``requests`` choose: ``REQUESTS_CA_BUNDLE``, then ``CURL_CA_BUNDLE``,
+        then certifi's bundle. ``requests`` never reads ``SSL_CERT_FILE`` (OpenSSL's
+        variable, which sites with a private CA set), so it is read here, after those
+        two, as OpenSSL does: a name that is not a file is ignored. Verification is
+        never turned off.
+        """
+        if not self._session.trust_env:
+            return True
+        if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+            return True
+        path = os.environ.get("SSL_CERT_FILE")
+        return path if path and os.path.isfile(path) else True
 
     def _failure(self, exc: Exception, budget: float, *, reading: bool) -> tuple[OutcomeKind, str]:
         """What an exception of a request means: no answer in time, none at all, or a

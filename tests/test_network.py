@@ -2,7 +2,7 @@
 
 ``migas_logging`` sends with ``requests``, which reads ``HTTP_PROXY`` / ``HTTPS_PROXY`` /
 ``ALL_PROXY`` / ``NO_PROXY`` (and their lower-case forms) and ``REQUESTS_CA_BUNDLE`` /
-``CURL_CA_BUNDLE`` from the environment. These tests
+``CURL_CA_BUNDLE`` from the environment; the transport adds ``SSL_CERT_FILE``. These tests
 put a real forward proxy (plain forwarding and ``CONNECT`` tunnels) and a real HTTPS
 front, whose certificate a private CA made here signed, in front of a
 :class:`~migas_logging.collector.LocalCollector`, and check what is delivered, what the
@@ -47,7 +47,7 @@ import pytest
 from migas_logging import check_project, get_usage
 from migas_logging.breadcrumb import Breadcrumb, Context, build
 from migas_logging.collector import LocalCollector, free_port
-from migas_logging.transport import Outcome, Transport
+from migas_logging.transport import Outcome, OutcomeKind, Transport
 
 PROJECT = "nipreps/migas-logging"
 
@@ -556,6 +556,10 @@ def dead_url(credentials: str = "") -> str:
     return f"http://{credentials}127.0.0.1:{free_port()}"
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 QUERIES: dict[str, Callable[..., dict[str, Any]]] = {
     "check_project": lambda url, **kw: check_project(PROJECT, "1.0.0", endpoint=url, **kw),
     "get_usage": lambda url, **kw: get_usage(PROJECT, "2020-01-01", endpoint=url, **kw),
@@ -654,3 +658,57 @@ class TestQueries:
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert QUERIES[query](server.url, timeout=3)["success"] is True
         assert [] == seen(proxy)
+
+
+# --- private CAs -------------------------------------------------------------------------
+
+
+class TestPrivateCA:
+    @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
+    def test_the_ca_a_variable_names_is_trusted(
+        self, front: TLSFront, ca: Certificates, variable: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A CA bundle named by any of the three variables verifies the server."""
+        monkeypatch.setenv(variable, str(ca.ca))
+        outcome = send(front.url)
+        assert outcome.ok, outcome
+        assert 1 == front.handshakes
+
+    @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+    @pytest.mark.parametrize("query", sorted(QUERIES))
+    def test_queries_trust_it_too(
+        self,
+        front: TLSFront,
+        ca: Certificates,
+        variable: str,
+        query: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """check_project and get_usage read the same variables."""
+        monkeypatch.setenv(variable, str(ca.ca))
+        assert QUERIES[query](front.url, timeout=3)["success"] is True
+
+    def test_requests_ca_bundle_wins_over_ssl_cert_file(
+        self,
+        front: TLSFront,
+        ca: Certificates,
+        other_ca: Certificates,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """REQUESTS_CA_BUNDLE comes first: naming the wrong CA there is not saved by a right
+        SSL_CERT_FILE."""
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca.ca))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca))
+        assert OutcomeKind.UNREACHABLE is send(front.url).kind
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        assert send(front.url).ok
+
+    def test_an_ssl_cert_file_that_names_no_file_is_ignored(
+        self, front: TLSFront, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As OpenSSL does: the default authorities are used, and the private CA is not
+        trusted (a TLS failure, not an error of the client)."""
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+        outcome = send(front.url)
+        assert OutcomeKind.UNREACHABLE is outcome.kind
+        assert "certificate verify failed" in outcome.detail
