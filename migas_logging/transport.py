@@ -20,6 +20,13 @@ remembers that for the rest of its life. A ``413`` that names a smaller size lim
 2,500 bytes (a deployment may lower it) makes the transport refit the breadcrumb to
 that limit and try once more, so the breadcrumb is shortened rather than lost.
 
+Proxies and certificate authorities come from the environment as ``requests`` reads it
+(``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``,
+``CURL_CA_BUNDLE``), and from ``SSL_CERT_FILE``, which ``requests`` ignores. A failure on
+the way through a proxy names the proxy (never its password); one the proxy itself
+causes (refused, unknown, a tunnel or credentials refused, a URL that cannot be used)
+is ``UNREACHABLE``: the server was not reached. See docs/network.md.
+
 ``requests`` is imported when the first transport is made, not when this module is
 imported: ``import migas_logging`` stays cheap for applications that never log an error.
 """
@@ -55,6 +62,7 @@ ADD_BREADCRUMB_MUTATION = (
     "{ success message } }"
 )
 
+_USERINFO = re.compile(r"://[^/\s@'\"]*@")
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
 #: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
 _LONGEST_WAIT = 365 * 86400.0
@@ -406,16 +414,23 @@ class Transport:
                     finally:
                         resp.close()
             except Exception as exc:
+                proxy = self._proxy_for(url)
+                through = f" (through the proxy {proxy})" if proxy else ""
                 if guard.expired or isinstance(exc, _Overdue):
                     # no socket registered: the connection never came up, nothing was sent
                     return timed_out(
-                        f"no complete answer within {until - start:.3g} s",
+                        f"no complete answer within {until - start:.3g} s{through}",
                         unsent=not guard.watched,
                     )
-                kind, detail = self._failure(exc, until - start, reading=reading)
+                if _is_proxy_failure(exc, self._requests, proxy):
+                    kind = OutcomeKind.UNREACHABLE
+                    detail = f"{_cannot_use(proxy)}: {_root_message(exc)}"
+                else:
+                    kind, detail = self._failure(exc, until - start, reading=reading)
+                    detail += through
                 return Outcome(
                     kind,
-                    detail=_short(detail),
+                    detail=_short(_USERINFO.sub("://", detail)),  # a proxy URL's password
                     via=via,
                     elapsed=time.monotonic() - start,
                     body_bytes=len(body),
@@ -423,9 +438,32 @@ class Transport:
                 )
         finally:
             self._lock.release()
-        return _answer(
-            status, headers, text, via=via, elapsed=time.monotonic() - start, body_bytes=len(body)
-        )
+        elapsed = time.monotonic() - start
+        if status == 407:  # only a proxy says so: the request never reached the server
+            return Outcome(
+                OutcomeKind.UNREACHABLE,
+                status=status,
+                detail=_short(f"{_cannot_use(self._proxy_for(url))}: 407 {resp.reason}"),
+                via=via,
+                elapsed=elapsed,
+                body_bytes=len(body),
+                unsent=True,
+            )
+        return _answer(status, headers, text, via=via, elapsed=elapsed, body_bytes=len(body))
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy ``requests`` takes for ``url`` (the session's, else ``*_PROXY`` unless
+        ``NO_PROXY`` names the host), without credentials; None when it goes direct."""
+        from migas_logging.config import display_url
+
+        try:
+            proxies = self._session.merge_environment_settings(url, {}, None, None, None)
+            proxy = self._requests.utils.select_proxy(url, proxies["proxies"])
+        except Exception:
+            return None
+        if not proxy:
+            return None
+        return display_url(proxy if "://" in proxy else f"http://{proxy}")
 
     def _verify(self) -> bool | str:
         """The authorities a request trusts: the CA file ``SSL_CERT_FILE`` names, or True.
@@ -614,6 +652,18 @@ def _root_message(exc: BaseException) -> str:
     reason = getattr(last, "reason", None)
     text = str(reason if isinstance(reason, BaseException) else last)
     return text or type(last).__name__
+
+
+def _cannot_use(proxy: str | None) -> str:
+    return f"cannot use the proxy {proxy}" if proxy else "cannot use the proxy"
+
+
+def _is_proxy_failure(exc: BaseException, rq: Any, proxy: str | None) -> bool:
+    """True when the proxy failed: it could not be reached, refused the tunnel (a 407,
+    say), or its URL is one ``requests`` cannot use (no host, SOCKS without PySocks)."""
+    if isinstance(exc, rq.exceptions.ProxyError):
+        return True
+    return bool(proxy) and isinstance(exc, (rq.exceptions.InvalidSchema, rq.exceptions.InvalidURL))
 
 
 def _is_connect_timeout(exc: BaseException) -> bool:

@@ -27,13 +27,16 @@ import base64
 import contextlib
 import datetime as dt
 import http.client
+import importlib.util
 import ipaddress
+import logging
 import select
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,7 +47,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migas_logging import check_project, get_usage
+from migas_logging import MigasHandler, check_project, get_usage
 from migas_logging.breadcrumb import Breadcrumb, Context, build
 from migas_logging.collector import LocalCollector, free_port
 from migas_logging.transport import Outcome, OutcomeKind, Transport
@@ -659,6 +662,16 @@ class TestQueries:
         assert QUERIES[query](server.url, timeout=3)["success"] is True
         assert [] == seen(proxy)
 
+    def test_a_refused_proxy_is_said_by_the_query(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The query's message names the proxy it could not use."""
+        proxy = dead_url()
+        monkeypatch.setenv(f"{server.scheme}_proxy".upper(), proxy)
+        result = check_project(PROJECT, "1.0.0", endpoint=server.url, timeout=3)
+        assert result["success"] is False
+        assert f"cannot use the proxy {proxy}" in result["message"]
+
 
 # --- private CAs -------------------------------------------------------------------------
 
@@ -712,3 +725,138 @@ class TestPrivateCA:
         outcome = send(front.url)
         assert OutcomeKind.UNREACHABLE is outcome.kind
         assert "certificate verify failed" in outcome.detail
+
+
+# --- broken proxies ----------------------------------------------------------------------
+
+
+class TestBrokenProxies:
+    def test_a_refused_proxy_is_unreachable_and_named(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Nothing listens where the proxy should be: unreachable at once, nothing sent,
+        the proxy named without its password."""
+        proxy = dead_url("alice:s3cret@")
+        monkeypatch.setenv(f"{server.scheme}_proxy".upper(), proxy)
+        start = time.monotonic()
+        outcome = send(server.url)
+        assert time.monotonic() - start < 2.5
+        assert (OutcomeKind.UNREACHABLE, True) == (outcome.kind, outcome.unsent)
+        shown = proxy.replace("alice:s3cret@", "")
+        assert outcome.detail.startswith(f"cannot use the proxy {shown}: ")
+        assert "Connection refused" in outcome.detail
+        assert "s3cret" not in outcome.detail
+
+    def test_a_proxy_with_an_unknown_name(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A proxy host that does not resolve (``.invalid`` never does): unreachable, named."""
+        monkeypatch.setenv(f"{server.scheme}_proxy".upper(), "http://proxy.invalid:3128")
+        outcome = send(server.url)
+        assert OutcomeKind.UNREACHABLE is outcome.kind
+        assert outcome.detail.startswith("cannot use the proxy http://proxy.invalid:3128: ")
+
+    def test_a_proxy_that_wants_credentials(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """407: the server was never reached (unreachable, not refused by the server);
+        credentials in the proxy URL are sent, as Proxy-Authorization."""
+        proxy = Proxy(credentials=("alice", "s3cret"))
+        try:
+            name = f"{server.scheme}_proxy".upper()
+            monkeypatch.setenv(name, proxy.url)
+            outcome = send(server.url)
+            assert (OutcomeKind.UNREACHABLE, True) == (outcome.kind, outcome.unsent)
+            assert outcome.detail.startswith(f"cannot use the proxy {proxy.url}: ")
+            assert "407 Proxy Authentication Required" in outcome.detail
+            assert [] == server.collector.breadcrumbs()
+            monkeypatch.setenv(name, proxy.url.replace("//", "//alice:s3cret@"))
+            assert send(server.url).ok
+            assert basic("alice", "s3cret") == proxy.seen[-1].authorization
+            assert 1 == len(server.collector.breadcrumbs())
+        finally:
+            proxy.close()
+
+    def test_a_hanging_proxy_is_bounded_by_the_timeout(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A proxy that takes the request and never answers: a timeout, by the transport's
+        bound, naming the proxy. Through a plain proxy the request went out (the proxy may
+        have passed it on); a tunnel that never opened sent nothing."""
+        proxy = Proxy(hang=True)
+        try:
+            monkeypatch.setenv(f"{server.scheme}_proxy".upper(), proxy.url)
+            start = time.monotonic()
+            outcome = send(server.url, timeout=1.0)
+            elapsed = time.monotonic() - start
+        finally:
+            proxy.close()
+        assert 0.5 < elapsed < 4.0
+        assert OutcomeKind.TIMEOUT is outcome.kind
+        assert (server.scheme == "https") == outcome.unsent
+        assert outcome.detail.endswith(f"(through the proxy {proxy.url})")
+
+    def test_a_hanging_proxy_bounds_a_query(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """check_project through a hanging proxy returns by its timeout."""
+        proxy = Proxy(hang=True)
+        try:
+            monkeypatch.setenv(f"{server.scheme}_proxy".upper(), proxy.url)
+            start = time.monotonic()
+            result = check_project(PROJECT, "1.0.0", endpoint=server.url, timeout=1.0)
+            elapsed = time.monotonic() - start
+        finally:
+            proxy.close()
+        assert elapsed < 4.0
+        assert result["success"] is False
+        assert "no complete answer within" in result["message"]
+        assert result["message"].endswith(f"(through the proxy {proxy.url})")
+
+    @pytest.mark.parametrize(
+        ("url", "says"),
+        [
+            ("socks5://127.0.0.1:1080", "Missing dependencies for SOCKS support."),
+            ("http://alice:s3cret@127.0.0.1:99999", "Failed to parse"),
+            ("http://:3128", "missing the host"),
+        ],
+    )
+    def test_a_proxy_url_requests_cannot_use(
+        self, server: Server, url: str, says: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SOCKS without PySocks, a port out of range, no host: unreachable, nothing sent,
+        the proxy named without its password."""
+        if url.startswith("socks") and importlib.util.find_spec("socks") is not None:
+            pytest.skip("PySocks is installed: requests can use a SOCKS proxy")
+        monkeypatch.setenv("ALL_PROXY", url)
+        outcome = send(server.url)
+        assert (OutcomeKind.UNREACHABLE, True) == (outcome.kind, outcome.unsent)
+        assert outcome.detail.startswith(
+            f"cannot use the proxy {url.replace('alice:s3cret@', '')}"
+        )
+        assert says in outcome.detail
+        assert "s3cret" not in outcome.detail
+
+    def test_the_handler_warns_naming_the_proxy(
+        self, server: Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One warning that names the proxy (never its password); the records are not held
+        up."""
+        proxy = dead_url("alice:s3cret@")
+        monkeypatch.setenv(f"{server.scheme}_proxy".upper(), proxy)
+        log = logging.getLogger("app.proxy")
+        log.propagate = False
+        handler = MigasHandler(PROJECT, "1.0", endpoint=server.url, excepthook=False, retries=0)
+        log.addHandler(handler)
+        try:
+            with caplog.at_level(logging.WARNING, logger="migas_logging"):
+                log.error("step failed")
+                handler.flush(5)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        warnings = [r.getMessage() for r in caplog.records if r.name == "migas_logging"]
+        assert 1 == len(warnings), warnings
+        assert f"cannot use the proxy {proxy.replace('alice:s3cret@', '')}" in warnings[0]
+        assert "s3cret" not in caplog.text
+        assert {"unreachable": 1} == handler.stats.as_dict()["dropped"]
