@@ -62,6 +62,9 @@ ADD_BREADCRUMB_MUTATION = (
     "{ success message } }"
 )
 
+#: OpenSSL's words for a certificate whose issuer is not trusted (a private CA).
+_UNKNOWN_ISSUER = ("issuer certificate", "self-signed", "self signed")
+_TRUST_HINT = "to trust a private CA, set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to its file"
 _USERINFO = re.compile(r"://[^/\s@'\"]*@")
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
 #: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
@@ -498,7 +501,10 @@ class Transport:
         if isinstance(exc, (rq.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
             return OutcomeKind.TIMEOUT, f"no answer within {budget:.3g} s ({type(exc).__name__})"
         if isinstance(exc, rq.exceptions.SSLError):
-            return OutcomeKind.UNREACHABLE, f"TLS failure: {exc}"
+            detail = f"TLS failure: {_root_message(exc)}"
+            if any(sign in detail for sign in _UNKNOWN_ISSUER):
+                detail += f"; {_TRUST_HINT}"
+            return OutcomeKind.UNREACHABLE, detail
         if isinstance(exc, rq.exceptions.ConnectionError):
             if _is_connect_failure(exc):
                 return OutcomeKind.UNREACHABLE, "cannot connect: " + _root_message(exc)

@@ -30,11 +30,14 @@ import http.client
 import importlib.util
 import ipaddress
 import logging
+import os
 import select
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -726,6 +729,78 @@ class TestPrivateCA:
         assert OutcomeKind.UNREACHABLE is outcome.kind
         assert "certificate verify failed" in outcome.detail
 
+    @pytest.mark.parametrize("trusted", ["nothing", "another CA"])
+    def test_an_untrusted_certificate_is_a_tls_failure(
+        self,
+        front: TLSFront,
+        collector: LocalCollector,
+        other_ca: Certificates,
+        trusted: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Unreachable, nothing sent, at once, and a detail that says what and what to do."""
+        if trusted == "another CA":
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca.ca))
+        start = time.monotonic()
+        outcome = send(front.url)
+        assert time.monotonic() - start < 2.5  # a refusal, not a wait
+        assert (OutcomeKind.UNREACHABLE, True) == (outcome.kind, outcome.unsent)
+        assert outcome.detail.startswith("TLS failure: [SSL: CERTIFICATE_VERIFY_FAILED]")
+        assert "certificate verify failed: unable to get local issuer certificate" in (
+            outcome.detail
+        )
+        assert "REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in outcome.detail  # what to do
+        assert "Watched" not in outcome.detail  # no internal class names
+        assert 0 == front.handshakes
+        assert [] == collector.breadcrumbs()
+
+    def test_through_a_tunnel_the_tls_failure_names_the_proxy(
+        self, front: TLSFront, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A proxy that intercepts TLS is the usual private CA: the detail says a proxy was
+        on the way."""
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        outcome = send(front.url)
+        assert OutcomeKind.UNREACHABLE is outcome.kind
+        assert "certificate verify failed" in outcome.detail
+        assert outcome.detail.endswith(f"(through the proxy {proxy.url})")
+        assert [f"CONNECT 127.0.0.1:{front.port}"] == seen(proxy)
+
+    def test_a_query_says_why(self, front: TLSFront) -> None:
+        """check_project's message names the certificate problem."""
+        result = check_project(PROJECT, "1.0.0", endpoint=front.url, timeout=3)
+        assert result["success"] is False
+        assert "certificate verify failed" in result["message"]
+
+    def test_the_handler_warns_once_naming_the_certificate(
+        self,
+        front: TLSFront,
+        collector: LocalCollector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Records are not held up by the refusal; one warning on ``migas_logging`` says
+        which certificate problem and what to set."""
+        log = logging.getLogger("app.tls")
+        log.propagate = False
+        handler = MigasHandler(PROJECT, "1.0", endpoint=front.url, excepthook=False, retries=0)
+        log.addHandler(handler)
+        try:
+            with caplog.at_level(logging.WARNING, logger="migas_logging"):
+                start = time.monotonic()
+                for i in range(5):
+                    log.error("step %d failed", i)
+                assert time.monotonic() - start < 0.5  # the application is not held up
+                handler.flush(5)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        warnings = [r.getMessage() for r in caplog.records if r.name == "migas_logging"]
+        assert 1 == len(warnings), warnings
+        assert "certificate verify failed" in warnings[0]
+        assert "REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in warnings[0]
+        assert {"unreachable": 1} == handler.stats.as_dict()["dropped"]  # the rest folded
+        assert [] == collector.breadcrumbs()
+
 
 # --- broken proxies ----------------------------------------------------------------------
 
@@ -860,3 +935,54 @@ class TestBrokenProxies:
         assert f"cannot use the proxy {proxy.replace('alice:s3cret@', '')}" in warnings[0]
         assert "s3cret" not in caplog.text
         assert {"unreachable": 1} == handler.stats.as_dict()["dropped"]
+
+
+# --- a whole program ---------------------------------------------------------------------
+
+
+PROGRAM = """
+import logging, sys, time
+from migas_logging import MigasHandler
+if sys.argv[2] == "basicConfig":
+    logging.basicConfig()
+log = logging.getLogger("app")
+log.addHandler(MigasHandler("{project}", "1.0", endpoint=sys.argv[1], excepthook=False))
+log.error("the pipeline failed")
+print(f"LOGGED {{time.monotonic()}}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("setup", ["basicConfig", "MIGAS_LOG_LEVEL", "no logging set up"])
+def test_a_program_against_an_untrusted_server_exits_promptly_and_says_why(
+    front: TLSFront, collector: LocalCollector, tmp_path: Path, setup: str
+) -> None:
+    """With the default options, a program that logs an error to a server whose CA it does
+    not trust exits within its flush deadline (2 s). Its stderr names the problem when the
+    program set up logging, or MIGAS_LOG_LEVEL asks for it; else the library stays quiet."""
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(PROGRAM.format(project=PROJECT)))
+    env = {k: v for k, v in os.environ.items() if k not in NETWORK_VARIABLES}
+    env.pop("MIGAS_LOG_LEVEL", None)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "xdg"), PYTHONUNBUFFERED="1")
+    if setup == "MIGAS_LOG_LEVEL":
+        env["MIGAS_LOG_LEVEL"] = "WARNING"
+    done = subprocess.run(
+        [sys.executable, str(script), front.url, setup],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    ended = time.monotonic()
+    assert 0 == done.returncode, done.stderr
+    logged = float(done.stdout.split("LOGGED ", 1)[1].split()[0])
+    assert ended - logged < 2.0 + 3.0  # the flush deadline, and a generous margin
+    said = [line for line in done.stderr.splitlines() if "migas" in line]
+    if setup == "no logging set up":
+        assert [] == said, done.stderr
+    else:
+        assert said, done.stderr
+        assert all("certificate verify failed" in line for line in said), said
+        assert all("REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in line for line in said), said
+    assert [] == collector.breadcrumbs()
