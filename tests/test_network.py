@@ -605,6 +605,14 @@ class TestProxyVariables:
         assert send(server.url).ok
         assert [server.through_proxy] == seen(proxy)
 
+    def test_a_proxy_url_without_a_scheme_is_http(
+        self, server: Server, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``host:port`` is taken as ``http://host:port``."""
+        monkeypatch.setenv(f"{server.scheme}_proxy".upper(), f"127.0.0.1:{proxy.port}")
+        assert send(server.url).ok
+        assert [server.through_proxy] == seen(proxy)
+
     def test_lower_case_wins_over_upper_case(
         self, server: Server, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -913,26 +921,25 @@ class TestBrokenProxies:
         assert result["message"].endswith(f"(through the proxy {proxy.url})")
 
     @pytest.mark.parametrize(
-        ("url", "says"),
+        ("url", "shown", "says"),
         [
-            ("socks5://127.0.0.1:1080", "Missing dependencies for SOCKS support."),
-            ("http://alice:s3cret@127.0.0.1:99999", "Failed to parse"),
-            ("http://:3128", "missing the host"),
+            ("socks5://127.0.0.1:1080", "", "Missing dependencies for SOCKS support."),
+            ("http://alice:s3cret@127.0.0.1:99999", "http://127.0.0.1:99999", "Failed to parse"),
+            ("http://:3128", "", "missing the host"),
+            ("alice:s3cret@127.0.0.1:3128", "http://127.0.0.1:3128", "missing the host"),
         ],
     )
     def test_a_proxy_url_requests_cannot_use(
-        self, server: Server, url: str, says: str, monkeypatch: pytest.MonkeyPatch
+        self, server: Server, url: str, shown: str, says: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """SOCKS without PySocks, a port out of range, no host: unreachable, nothing sent,
-        the proxy named without its password."""
+        """SOCKS without PySocks, a port out of range, no host, credentials without a
+        scheme: unreachable, nothing sent, the proxy named without its password."""
         if url.startswith("socks") and importlib.util.find_spec("socks") is not None:
             pytest.skip("PySocks is installed: requests can use a SOCKS proxy")
         monkeypatch.setenv("ALL_PROXY", url)
         outcome = send(server.url)
         assert (OutcomeKind.UNREACHABLE, True) == (outcome.kind, outcome.unsent)
-        assert outcome.detail.startswith(
-            f"cannot use the proxy {url.replace('alice:s3cret@', '')}"
-        )
+        assert outcome.detail.startswith(f"cannot use the proxy {shown or url}: ")
         assert says in outcome.detail
         assert "s3cret" not in outcome.detail
 
