@@ -65,6 +65,7 @@ ADD_BREADCRUMB_MUTATION = (
 #: OpenSSL's words for a certificate whose issuer is not trusted (a private CA).
 _UNKNOWN_ISSUER = ("issuer certificate", "self-signed", "self signed")
 _TRUST_HINT = "to trust a private CA, set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to its file"
+_AUTH = "Proxy Authentication Required"
 _USERINFO = re.compile(r"://[^/\s@'\"]*@")
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
 #: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
@@ -446,7 +447,7 @@ class Transport:
             return Outcome(
                 OutcomeKind.UNREACHABLE,
                 status=status,
-                detail=_short(f"{_cannot_use(self._proxy_for(url))}: 407 {resp.reason}"),
+                detail=_short(f"{_cannot_use(self._proxy_for(url))}: 407 {resp.reason or _AUTH}"),
                 via=via,
                 elapsed=elapsed,
                 body_bytes=len(body),
