@@ -20,6 +20,13 @@ remembers that for the rest of its life. A ``413`` that names a smaller size lim
 2,500 bytes (a deployment may lower it) makes the transport refit the breadcrumb to
 that limit and try once more, so the breadcrumb is shortened rather than lost.
 
+Proxies and certificate authorities come from the environment as ``requests`` reads it
+(``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``,
+``CURL_CA_BUNDLE``), and from ``SSL_CERT_FILE``, which ``requests`` ignores. A failure on
+the way through a proxy names the proxy (never its password); one the proxy itself
+causes (refused, unknown, a tunnel or credentials refused, a URL that cannot be used)
+is ``UNREACHABLE``: the server was not reached. See docs/network.md.
+
 ``requests`` is imported when the first transport is made, not when this module is
 imported: ``import migas_logging`` stays cheap for applications that never log an error.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import re
 import threading
 import time
@@ -54,6 +62,11 @@ ADD_BREADCRUMB_MUTATION = (
     "{ success message } }"
 )
 
+#: OpenSSL's words for a certificate whose issuer is not trusted (a private CA).
+_UNKNOWN_ISSUER = ("issuer certificate", "self-signed", "self signed")
+_TRUST_HINT = "to trust a private CA, set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to its file"
+_AUTH = "Proxy Authentication Required"
+_USERINFO = re.compile(r"://[^/\s@'\"]*@")
 _SIZE_LIMIT = re.compile(r"maximum size \((\d+)\)")
 #: The longest single wait on a socket or a lock: longer ones overflow (near 1e10 s).
 _LONGEST_WAIT = 365 * 86400.0
@@ -393,6 +406,7 @@ class Transport:
                         data=body,
                         headers={"Content-Type": "application/json"},
                         timeout=(min(self.connect_timeout, left), left),
+                        verify=self._verify(),
                         allow_redirects=False,
                         stream=True,  # the answer is read by _read_answer, bounded
                     )
@@ -404,16 +418,23 @@ class Transport:
                     finally:
                         resp.close()
             except Exception as exc:
+                proxy = self._proxy_for(url)
+                through = f" (through the proxy {proxy})" if proxy else ""
                 if guard.expired or isinstance(exc, _Overdue):
                     # no socket registered: the connection never came up, nothing was sent
                     return timed_out(
-                        f"no complete answer within {until - start:.3g} s",
+                        f"no complete answer within {until - start:.3g} s{through}",
                         unsent=not guard.watched,
                     )
-                kind, detail = self._failure(exc, until - start, reading=reading)
+                if _is_proxy_failure(exc, self._requests, proxy):
+                    kind = OutcomeKind.UNREACHABLE
+                    detail = f"{_cannot_use(proxy)}: {_root_message(exc)}"
+                else:
+                    kind, detail = self._failure(exc, until - start, reading=reading)
+                    detail += through
                 return Outcome(
                     kind,
-                    detail=_short(detail),
+                    detail=_short(_USERINFO.sub("://", detail)),  # a proxy URL's password
                     via=via,
                     elapsed=time.monotonic() - start,
                     body_bytes=len(body),
@@ -421,9 +442,48 @@ class Transport:
                 )
         finally:
             self._lock.release()
-        return _answer(
-            status, headers, text, via=via, elapsed=time.monotonic() - start, body_bytes=len(body)
-        )
+        elapsed = time.monotonic() - start
+        if status == 407:  # only a proxy says so: the request never reached the server
+            return Outcome(
+                OutcomeKind.UNREACHABLE,
+                status=status,
+                detail=_short(f"{_cannot_use(self._proxy_for(url))}: 407 {resp.reason or _AUTH}"),
+                via=via,
+                elapsed=elapsed,
+                body_bytes=len(body),
+                unsent=True,
+            )
+        return _answer(status, headers, text, via=via, elapsed=elapsed, body_bytes=len(body))
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy ``requests`` takes for ``url`` (the session's, else ``*_PROXY`` unless
+        ``NO_PROXY`` names the host), without credentials; None when it goes direct."""
+        from migas_logging.config import display_url
+
+        try:
+            proxies = self._session.merge_environment_settings(url, {}, None, None, None)
+            proxy = self._requests.utils.select_proxy(url, proxies["proxies"])
+        except Exception:
+            return None
+        if not proxy:
+            return None
+        return display_url(proxy if "://" in proxy else f"http://{proxy}")
+
+    def _verify(self) -> bool | str:
+        """The authorities a request trusts: the CA file ``SSL_CERT_FILE`` names, or True.
+
+        True lets ``requests`` choose: ``REQUESTS_CA_BUNDLE``, then ``CURL_CA_BUNDLE``,
+        then certifi's bundle. ``requests`` never reads ``SSL_CERT_FILE`` (OpenSSL's
+        variable, which sites with a private CA set), so it is read here, after those
+        two, as OpenSSL does: a name that is not a file is ignored. Verification is
+        never turned off.
+        """
+        if not self._session.trust_env:
+            return True
+        if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+            return True
+        path = os.environ.get("SSL_CERT_FILE")
+        return path if path and os.path.isfile(path) else True
 
     def _failure(self, exc: Exception, budget: float, *, reading: bool) -> tuple[OutcomeKind, str]:
         """What an exception of a request means: no answer in time, none at all, or a
@@ -442,7 +502,10 @@ class Transport:
         if isinstance(exc, (rq.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
             return OutcomeKind.TIMEOUT, f"no answer within {budget:.3g} s ({type(exc).__name__})"
         if isinstance(exc, rq.exceptions.SSLError):
-            return OutcomeKind.UNREACHABLE, f"TLS failure: {exc}"
+            detail = f"TLS failure: {_root_message(exc)}"
+            if any(sign in detail for sign in _UNKNOWN_ISSUER):
+                detail += f"; {_TRUST_HINT}"
+            return OutcomeKind.UNREACHABLE, detail
         if isinstance(exc, rq.exceptions.ConnectionError):
             if _is_connect_failure(exc):
                 return OutcomeKind.UNREACHABLE, "cannot connect: " + _root_message(exc)
@@ -596,6 +659,18 @@ def _root_message(exc: BaseException) -> str:
     reason = getattr(last, "reason", None)
     text = str(reason if isinstance(reason, BaseException) else last)
     return text or type(last).__name__
+
+
+def _cannot_use(proxy: str | None) -> str:
+    return f"cannot use the proxy {proxy}" if proxy else "cannot use the proxy"
+
+
+def _is_proxy_failure(exc: BaseException, rq: Any, proxy: str | None) -> bool:
+    """True when the proxy failed: it could not be reached, refused the tunnel (a 407,
+    say), or its URL is one ``requests`` cannot use (no host, SOCKS without PySocks)."""
+    if isinstance(exc, rq.exceptions.ProxyError):
+        return True
+    return bool(proxy) and isinstance(exc, (rq.exceptions.InvalidSchema, rq.exceptions.InvalidURL))
 
 
 def _is_connect_timeout(exc: BaseException) -> bool:
