@@ -313,8 +313,9 @@ class Sender:
         elif result in ("failed", "unreachable", "unconfirmed"):
             self._report(
                 f"failed:{kind}",
-                "migas breadcrumb not delivered after %d tries (%s)",
+                "migas breadcrumb not delivered after %d %s (%s)",
                 attempts,
+                "try" if attempts == 1 else "tries",
                 outcome.detail,
             )
         if self.policy.breaker.open_until > time.monotonic():
