@@ -68,3 +68,15 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 def xdg(tmp_path: Path) -> Path:
     """The XDG_CONFIG_HOME every test gets (the user-id file lives below it)."""
     return tmp_path / "xdg"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output holds the hostile tests' lone surrogates: make it encodable, so a
+    report can cross to pytest-xdist's controller (it is sent as UTF-8)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [
+        (name, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for name, text in report.sections
+    ]
