@@ -178,21 +178,18 @@ class Ledger:
 
     def notify(self, entry: Any, result: str) -> None:
         """Tell the listeners (worker thread); a failing listener never stops the others."""
+        self._tell("settled", entry, result)
+
+    def notify_early(self, entry: Any, reason: str) -> None:
+        """Tell the listeners of a drop decided on the application's thread."""
+        self._tell("refused_early", entry, reason)
+
+    def _tell(self, method: str, entry: Any, result: str) -> None:
         if result in UNAUDITED:
             return
         for listener in self.listeners:
             try:
-                listener.settled(entry, result)
-            except Exception:
-                pass
-
-    def notify_early(self, entry: Any, reason: str) -> None:
-        """Tell the listeners of a drop decided on the application's thread."""
-        if reason in UNAUDITED:
-            return
-        for listener in self.listeners:
-            try:
-                listener.refused_early(entry, reason)
+                getattr(listener, method)(entry, result)
             except Exception:
                 pass
 
