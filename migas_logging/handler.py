@@ -19,7 +19,8 @@ The handler is a plain :class:`logging.Handler`, so it is configured like any ot
 ``emit()`` does the least it can on the application's thread: it reads the record's
 level, logger name and message template, summarises an attached exception without
 reading any source file, and hands that to the process-wide
-:class:`~migas_logging.worker.Pipeline`. It never waits on the network and never raises:
+:class:`~migas_logging.client.Client` (see docs/architecture.md). It never waits on the
+network and never raises:
 problems are counted in :attr:`MigasHandler.stats` and reported once on the package's own
 logger.
 
