@@ -35,6 +35,7 @@ from migas_logging.breadcrumb import (
     Redactor,
     build,
     capture_exception,
+    default_redactor,
     from_exception,
     normalize_uuid,
     normalize_version,
@@ -1261,3 +1262,24 @@ def test_public_names() -> None:
     ):
         assert name in bc.__all__
         assert hasattr(bc, name)
+
+
+class TestCutBeforeRedaction:
+    """A long text is cut before it is redacted: a name or a path with spaces that the
+    cut splits must not leave its tail behind (found by the privacy corpus's helper)."""
+
+    @pytest.mark.parametrize(
+        "middle",
+        [
+            "could not load /data/Patient Records/John Doe.nii ",
+            "could not load /data/Patient Records/John Michael Doe.nii lower words ",
+            "C:\\\\Users\\\\Jane Doe\\\\Documents\\\\Study Files\\\\Anna Smith.csv ",
+        ],
+    )
+    @pytest.mark.parametrize(("left", "right"), [(235, 241), (240, 241), (262, 220), (200, 300)])
+    def test_no_piece_of_a_split_path_survives(self, middle: str, left: int, right: int) -> None:
+        message = "x " * left + middle + "y " * right
+        described = capture_exception(ValueError(message)).describe()
+        redacted = default_redactor()(described)
+        for word in ("Doe", "Michael", "Anna", "Smith", "Patient", "Records"):
+            assert word not in redacted, (left, redacted)
