@@ -347,7 +347,8 @@ def _precut(text: str, max_chars: int) -> str:
     ]
     if candidates:
         tail_start = min(candidates)
-    tail_start = _past_a_cut_name(text, tail_start)
+    if any(sep in text[max(head_end, tail_start - 400) : tail_start] for sep in "/\\"):
+        tail_start = _past_a_cut_name(text, tail_start)  # a path was cut in its middle
     return text[:head_end] + _marker(_cut_count(text, head_end, tail_start)) + text[tail_start:]
 
 
@@ -355,8 +356,8 @@ _CUT_PIECE = re.compile(r"\s*(?:[^\s]*[/\\][^\s]*|[A-Z][^\s]*|[^\s]+\.[A-Za-z0-9
 
 
 def _past_a_cut_name(text: str, start: int) -> int:
-    """Move the tail's start past words that may be the rest of a name or a path with
-    spaces that the cut split (``Doe.nii`` of ``/data/Patient Records/John Doe.nii``):
+    """Move the tail's start past words that may be the rest of a path with spaces that
+    the cut split (``Doe.nii`` of ``/data/Patient Records/John Doe.nii``):
     capitalised words, words with a separator or a file extension. The redactor could
     no longer recognise them without their beginning."""
     for _ in range(20):

@@ -4,7 +4,6 @@ MIGAS_LOG_LEVEL showing a short run's delivery outcomes once."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import textwrap
 import pytest
 
 from migas_logging import MigasHandler
+from migas_logging.collector import free_port
 from migas_logging.exceptions import ConfigurationError
 
 PROJECT = "nipreps/migas-logging"
@@ -66,9 +66,7 @@ class TestStructlogLevels:
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ breadcrumbs, and a later process (or `spool send`) delivers them, terminal last.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migas_logging.collector import LocalCollector
+from migas_logging.collector import LocalCollector, free_port
 
 PROJECT = "nipreps/migas-logging"
 
@@ -26,9 +25,7 @@ def collector() -> Iterator[LocalCollector]:
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def run(body: str, endpoint: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -46,6 +46,7 @@ optionally ``?project=``, ``?session_id=``, ``?status=`` and ``?after=SEQ``),
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import email.utils
 import itertools
@@ -1471,17 +1472,27 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 # -- helpers --------------------------------------------------------------------------------
 
 
+_reserved: collections.deque[socket.socket] = collections.deque()
+_RESERVED_MAX = 256
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a loopback TCP port that nothing listens on (bound, then closed).
+    """Return a loopback TCP port that nothing listens on, and nothing else will.
 
     Connections to it are refused, which is how tests emulate an unreachable server.
+    The port stays bound (not listening) by this process, so that no other server (of
+    another test running at the same time) can be given it while it is in use; the
+    latest 256 stay reserved.
 
     Args:
         host: The address to find a port on.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    _reserved.append(sock)
+    while len(_reserved) > _RESERVED_MAX:
+        _reserved.popleft().close()
+    return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
