@@ -334,20 +334,27 @@ def run(server: Any, *, quick: bool, log: Callable[[str], None]) -> dict[str, An
     return out
 
 
-def array_job(tasks: int = 10_000, per_process: tuple[int, float] = (30, 60.0)) -> list[str]:
-    """What a ``tasks``-task array job behind one address would see: arithmetic only."""
+def array_job(
+    tasks: int = 10_000, per_process: tuple[int, float] = (30, 60.0), spool_cap: int = 1000
+) -> list[str]:
+    """What a ``tasks``-task array job behind one address would see: arithmetic only.
+
+    Each task sends at least 2 breadcrumbs (``Started`` and its terminal one); all end
+    within one window of the server.
+    """
     lines = []
     for count, period in WINDOWS:
-        for crumbs in (2, CRUMBS_PER_PROCESS):
-            total = tasks * crumbs
-            minutes = total / count * period / 60
-            lines.append(
-                f"{tasks:,} tasks × {crumbs} breadcrumbs = {total:,} requests against "
-                f"{count:,}/{period:g} s: per-process cap only ({per_process[0]}/"
-                f"{per_process[1]:g} s never binds at {crumbs} per process), so if they all "
-                f"end within one window {count:,} are taken and {total - count:,} get 429 and "
-                f"are lost; with a budget that holds the address to the window (the machine "
-                f"budget, when the job runs on ONE machine), none get 429, the rest wait in "
-                f"the spool and need at least {minutes:,.0f} min of sending"
-            )
+        total = tasks * 2
+        minutes = total / count * period / 60
+        lines.append(
+            f"window {count:,}/{period:g} s, {tasks:,} tasks × 2 breadcrumbs = {total:,} "
+            f"requests: with the per-process cap only ({per_process[0]}/{per_process[1]:g} s, "
+            f"which 2 per process never reach) {count:,} are taken and {total - count:,} "
+            f"({(total - count) / total:.1%}) answered 429 and lost. With a budget that "
+            f"holds the address to {count:,}/{period:g} s (the machine budget, if the job "
+            f"runs on one machine; on K nodes behind the address, machine_rate = window / K) "
+            f"no 429, {total - count:,} go to the spool, which holds {spool_cap:,} (the "
+            f"oldest are evicted past that), and delivering all {total:,} takes at least "
+            f"{minutes:,.0f} min"
+        )
     return lines
