@@ -18,12 +18,14 @@ Modules:
 - :mod:`benchmarks.import_time`: the cost of importing each library;
 - :mod:`benchmarks.throughput`: delivery rate, and progress while the app is busy;
 - :mod:`benchmarks.memory`: peak RSS while a million records are logged;
+- :mod:`benchmarks.cluster`: N processes at once behind one address, rate-limited, server
+  up or down, then one ``spool send``;
 - :mod:`benchmarks.report`: the Markdown tables, the goals and the plot.
 """
 
 from __future__ import annotations
 
-BENCHMARKS = ("percall", "exit_delay", "import_time", "throughput", "memory")
+BENCHMARKS = ("percall", "exit_delay", "import_time", "throughput", "memory", "cluster")
 """The benchmark names, in the order they run (``--only`` takes these)."""
 
 __all__ = ["BENCHMARKS"]

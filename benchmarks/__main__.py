@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the benchmarks, print the tables, write the results.
 
 Options: ``--quick`` (a short smoke run), ``--only NAME`` (repeatable, or
-comma-separated: percall, exit_delay, import_time, throughput, memory) and ``--out DIR``
+comma-separated: percall, exit_delay, import_time, throughput, memory,
+cluster) and ``--out DIR``
 (default ``benchmarks/results/``). Writes ``results.json``, ``results.md`` and
 ``performance.png`` (when matplotlib is installed) to the output directory, and prints
 the Markdown tables on stdout; progress goes to stderr.
@@ -26,7 +27,7 @@ from typing import Any
 from benchmarks import BENCHMARKS
 from benchmarks._common import REPO_ROOT
 
-_NEEDS_SERVER = {"percall", "exit_delay", "throughput"}
+_NEEDS_SERVER = {"percall", "exit_delay", "throughput", "cluster"}
 _DISTRIBUTIONS = (
     "migas-logging",
     "sentry-sdk",

@@ -11,6 +11,11 @@ to it with one JSON object per line on stdin/stdout:
   hanging requests);
 - ``{"cmd": "counts", "before": T}``: breadcrumb requests received (collector), rows
   stored, envelopes and events received (sink), in total and up to ``time.time() == T``;
+- ``{"cmd": "rate_limit", "limit": [COUNT, SECONDS] | null}``: the collector's rate limit
+  per client address (none by default), like ``migas-logging serve --rate-limit``;
+- ``{"cmd": "sessions", "ids": [...]}``: the collector's counters (requests, ``429``
+  answers) and, for each session id, its stored rows and whether its latest one is
+  terminal (see :func:`session_summary`);
 - ``{"cmd": "stop"}``.
 
 The sink answers any ``POST`` with ``200 {}`` in a single ``send`` (with
@@ -97,6 +102,28 @@ class _SinkHandler(BaseHTTPRequestHandler):
     do_PUT = do_POST
 
 
+def session_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One session's stored rows (ordered by storage) summed up.
+
+    ``terminal``: a ``C``, ``F`` or ``S`` row was stored. ``latest``: the last row stored
+    is terminal AND its timestamp (one-second resolution) is later than every other
+    row's, so the dashboard, which reads a session's latest row, shows it as the outcome
+    (two rows in the same second have no defined order).
+    """
+    statuses = [r.get("status") for r in rows]
+    terminal = any(s in ("C", "F", "S") for s in statuses)
+    latest = False
+    if rows and statuses[-1] in ("C", "F", "S"):
+        last = rows[-1]["timestamp"]
+        latest = all(r["timestamp"] < last for r in rows[:-1])
+    return {
+        "rows": len(rows),
+        "terminal": terminal,
+        "latest": latest,
+        "status": statuses[-1] if statuses else None,
+    }
+
+
 def _serve(stdin: IO[str], stdout: IO[str]) -> None:
     from migas_logging.collector import LocalCollector
 
@@ -150,6 +177,23 @@ def _serve(stdin: IO[str], stdout: IO[str]) -> None:
                         "sink_envelopes": len(arrivals),
                         "sink_events": sum(n for _, n in arrivals),
                         "sink_events_before": sum(n for t, n in arrivals if t <= before),
+                    }
+                )
+            elif cmd == "rate_limit":
+                limit = msg.get("limit")
+                collector.set_rate_limit(None if limit is None else (limit[0], limit[1]))
+                reply({"ok": True})
+            elif cmd == "sessions":
+                stats = collector.stats()
+                reply(
+                    {
+                        "requests": stats["requests"],
+                        "rate_limited": stats["rate_limited"],
+                        "stored": stats["stored"],
+                        "sessions": {
+                            sid: session_summary(collector.breadcrumbs(session_id=sid))
+                            for sid in msg.get("ids", [])
+                        },
                     }
                 )
             elif cmd == "stop":
@@ -249,6 +293,14 @@ class ServerProcess:
     def reset(self) -> None:
         """Forget what both servers received."""
         self._send({"cmd": "reset"})
+
+    def set_rate_limit(self, limit: tuple[int, float] | None) -> None:
+        """Limit the collector to ``limit`` = (requests, seconds) per address, or not."""
+        self._send({"cmd": "rate_limit", "limit": None if limit is None else list(limit)})
+
+    def sessions(self, ids: list[str]) -> dict[str, Any]:
+        """The collector's counters and each session's summary (see the module docstring)."""
+        return self._send({"cmd": "sessions", "ids": ids})
 
     def counts(self, before: float | None = None) -> dict[str, Any]:
         """What the servers received (see the module docstring)."""

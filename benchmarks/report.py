@@ -300,6 +300,80 @@ def memory_table(mem: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# --- cluster -------------------------------------------------------------------------------------
+
+
+def cluster_table(cluster: dict[str, Any]) -> str:
+    """One row per (library, N, window, server), and the array-job arithmetic."""
+    out = ["### Cluster: N processes at once behind one address", ""]
+    out.append(
+        "Each process: 3 warnings, then ends; one in four crashes. MigasHandler: "
+        "`track=True`, a shared spool, `machine_rate` = the server's window. *terminals*: "
+        "runs whose terminal breadcrumb was stored / is its session's latest (a later "
+        "second than its other rows), after the run, then after ONE `spool send`. *exit*: "
+        "end of script to process gone, median / max. *added*: wall time from the go to "
+        "the process gone over the same herd with the library not configured, median / max."
+    )
+    out.append("")
+    rows = []
+    for e in cluster.get("scenarios", []):
+        n = e["n"]
+        direct = e["direct"]
+        after = e.get("after_replay")
+        send = e.get("spool_send") or {}
+        replay = "no spool"
+        if after is not None:
+            replay = (
+                f"{after['terminal']}/{n} stored, {after['latest']}/{n} latest; "
+                f"spooled {e['spooled']}, sent {send.get('sent', '?')}, "
+                f"left {e['left_in_spool']}"
+            )
+        stored = after["rows"] if after is not None else direct["rows"]
+        limited = f"{e['rate_limited']}"
+        if after is not None:
+            limited += f" / {e['replay_rate_limited']}"
+        window = e["window"]
+        rows.append(
+            [
+                label(e["lib"]),
+                str(n),
+                f"{window[0]:,}/{window[1]:g} s",
+                "up" if e["phase"] == "up" else "down, then up",
+                f"{direct['terminal']}/{n} stored, {direct['latest']}/{n} latest",
+                replay,
+                f"{stored}/{e['expected_crumbs']}",
+                limited,
+                f"{fmt_ms(e['exit_s']['median'])} / {fmt_ms(e['exit_s']['max'])}",
+                (
+                    f"{fmt_ms(e.get('added_median_s'), sign=True)} / "
+                    f"{fmt_ms(e.get('added_max_s'), sign=True)}"
+                ),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "library",
+                "N",
+                "window",
+                "server",
+                "terminals after the run",
+                "after one spool send",
+                "breadcrumbs stored",
+                "429s (run / replay)",
+                "exit",
+                "added",
+            ],
+            rows,
+        )
+    )
+    lines = cluster.get("array_job", [])
+    if lines:
+        out += ["", "A 10,000-task array job behind one address (arithmetic):", ""]
+        out += [f"- {line}." for line in lines]
+    return "\n".join(out + _skipped(cluster))
+
+
 # --- goals -----------------------------------------------------------------------------------
 
 
@@ -362,6 +436,54 @@ def _exit_goals(
     return out
 
 
+def _cluster_goals(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's goals, from the MigasHandler scenarios of the cluster benchmark."""
+    ours = [e for e in cluster.get("scenarios", []) if e["lib"] == "migas_logging"]
+    if not ours:
+        return []
+    out = []
+    short = [e for e in ours if (e.get("after_replay") or {}).get("latest", 0) < e["n"]]
+    worst = min(ours, key=lambda e: e["after_replay"]["latest"] / e["n"])
+    out.append(
+        _goal(
+            "cluster: 100 % of terminal breadcrumbs delivered after one replay, each its "
+            "session's latest, in every scenario",
+            f"worst {worst['after_replay']['latest']}/{worst['n']} (N={worst['n']}, "
+            f"{worst['window'][0]}/{worst['window'][1]:g} s, server {worst['phase']}); "
+            f"{len(ours) - len(short)} of {len(ours)} scenarios at 100 %",
+            "100 % in every scenario",
+            not short,
+            f"{len(short)} scenario(s) short",
+        )
+    )
+    limited = sum(e["rate_limited"] for e in ours if e["phase"] == "up")
+    out.append(
+        _goal(
+            "cluster: zero 429 answers with the shared budget at the server's window",
+            f"{limited} during the runs (server up)",
+            "0",
+            limited == 0,
+            f"{-limited:+d}",
+        )
+    )
+    exits = [e["exit_s"]["max"] for e in ours if e["exit_s"]["max"] is not None]
+    killed = sum(e["killed"] for e in ours)
+    if exits:
+        worst_exit = max(exits)
+        limit = 2.0 + 0.3
+        out.append(
+            _goal(
+                "cluster: every process exits within its flush deadline (2 s) + 0.3 s",
+                f"max {fmt_ms(worst_exit)} from the end of its script"
+                + (f"; {killed} killed" if killed else ""),
+                "2300 ms",
+                worst_exit <= limit and not killed,
+                _margin_ms(limit - worst_exit),
+            )
+        )
+    return out
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each goal with its measured figure, limit and verdict (None: not measured)."""
     out: list[dict[str, Any]] = []
@@ -412,6 +534,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{busy['by_spin_end'] / busy['records'] * 100:.0f} % delivered",
             )
         )
+    out += _cluster_goals(results.get("cluster", {}))
     for run in results.get("memory", {}).get("runs", {}).values():
         if "rss_checkpoints_kib" not in run or not run.get("stats"):
             continue
@@ -464,6 +587,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["", throughput_tables(results["throughput"])]
     if "memory" in results:
         parts += ["", memory_table(results["memory"])]
+    if "cluster" in results:
+        parts += ["", cluster_table(results["cluster"])]
     if results.get("goals"):
         parts += ["", goals_table(results["goals"])]
     return "\n".join(parts) + "\n"

@@ -84,3 +84,36 @@ def test_plot_and_tables_from_a_percall_result(tmp_path: Path) -> None:
     assert "9.00 µs (1.5×)" in text
     assert "(blocked)" in text
     assert "not installed" in text
+
+
+def test_quick_cluster_run_writes_its_results(tmp_path: Path) -> None:
+    """The cluster benchmark runs its herds and replays, and writes a row per scenario."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "cluster", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    cluster = results["cluster"]
+    ours = [e for e in cluster["scenarios"] if e["lib"] == "migas_logging"]
+    # 2 windows x 2 phases, N = 10 in quick mode
+    assert sorted((tuple(e["window"]), e["phase"]) for e in ours) == [
+        ((100, 60.0), "down"),
+        ((100, 60.0), "up"),
+        ((1000, 60.0), "down"),
+        ((1000, 60.0), "up"),
+    ]
+    for entry in ours:
+        assert entry["n"] == 10
+        assert entry["ready"] == 10, entry
+        assert "spool_send" in entry
+        assert "after_replay" in entry
+    assert cluster["array_job"]
+    text = (out / "results.md").read_text(encoding="utf-8")
+    assert "### Cluster" in text
+    assert "cluster: zero 429" in text
