@@ -30,6 +30,7 @@ import math
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -395,6 +396,22 @@ def _cmd_spool_send(args: argparse.Namespace) -> int:
     spool = _spool(args)
     transport = Transport(settings.endpoint, settings.timeout)
     reasons: dict[str, str] = {}
+    from migas_logging.admission import RateCap
+    from migas_logging.budget import MachineBudget
+    from migas_logging.client import DEFAULT_MACHINE_RATE
+    from migas_logging.transport import OutcomeKind
+
+    cap = RateCap.parse(DEFAULT_MACHINE_RATE)
+    assert cap is not None
+    # the same budget as the processes of this machine: the replay shares their window
+    budget = MachineBudget(spool.directory.parent / "budget", cap.count, cap.period)
+    end = time.monotonic() + max(0.0, getattr(args, "max_wait", 120.0))
+
+    def wait_for(seconds: float) -> bool:
+        if time.monotonic() + seconds > end:
+            return False
+        time.sleep(seconds)
+        return True
 
     def send(payload: dict[str, Any], terminal: bool) -> str:
         try:
@@ -402,11 +419,20 @@ def _cmd_spool_send(args: argparse.Namespace) -> int:
         except ValueError as exc:
             reasons["drop"] = f"not a breadcrumb: {exc}"
             return "drop"
-        outcome = transport.send(crumb, wait=True)
-        verdict = verdict_of(outcome)
-        if verdict != "sent":
-            reasons[verdict] = f"{outcome.kind.value}: {outcome.detail}"
-        return verdict
+        while True:
+            while not budget.take():
+                if not wait_for(max(0.05, min(budget.wait_time(), 5.0))):
+                    reasons["retry"] = "the rate budget is spent; run it again later"
+                    return "retry"
+            outcome = transport.send(crumb, wait=True)
+            if outcome.kind is OutcomeKind.RATE_LIMITED and wait_for(
+                max(1.0, outcome.retry_after if outcome.retry_after is not None else 60.0)
+            ):
+                continue  # the server's window has passed: the same breadcrumb again
+            verdict = verdict_of(outcome)
+            if verdict != "sent":
+                reasons[verdict] = f"{outcome.kind.value}: {outcome.detail}"
+            return verdict
 
     try:
         result = spool.replay(send)
@@ -607,6 +633,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     ):
         q = commands[f"spool {name}"] = actions.add_parser(name, parents=parents, help=text)
         q.set_defaults(func=func)
+        if name == "send":
+            q.add_argument(
+                "--max-wait",
+                metavar="SECONDS",
+                type=float,
+                default=120.0,
+                help="wait at most this long in all for the rate budget and the server's "
+                "429 windows (default 120); what is left stays in the spool",
+            )
     return parser, commands
 
 

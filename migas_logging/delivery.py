@@ -67,6 +67,7 @@ class Sender:
         self.listeners_notes: Callable[[], None] = lambda: None
         self.run_over: Callable[[], bool] = lambda: False  # the parent's run ended
         self.budget: Any = None  # the machine's budget (migas_logging.budget), if any
+        self.idle: Callable[[], bool] = lambda: True  # nothing else waits in the queue
         self._init_state()
 
     def _init_state(self) -> None:
@@ -225,11 +226,14 @@ class Sender:
 
     def _jitter(self, crumb: Breadcrumb) -> None:
         """Spread the ``Started`` breadcrumbs of processes that start together (an array
-        job) over a few seconds, by a delay fixed by the session id; an exit cuts it."""
+        job) over a few seconds, by a delay fixed by the session id. Only while nothing
+        else waits behind it and the process is not exiting: a short run must not spend
+        its exit waiting (its records would be lost), it sends at once."""
         from migas_logging.budget import start_jitter
 
-        delay = start_jitter(crumb.ctx.session_id or "", _START_SPREAD)
-        self._sleep_until(time.monotonic() + delay)
+        until = time.monotonic() + start_jitter(crumb.ctx.session_id or "", _START_SPREAD)
+        while time.monotonic() < until and self.idle() and not self.exit_deadline:
+            self._wake.wait(min(0.05, max(0.0, until - time.monotonic())))
 
     def _budget_allows(self, limit: float | None) -> bool:
         """Wait for a token of the machine's budget; False when none comes by ``limit``."""

@@ -1,11 +1,12 @@
 """The spool in the delivery path: keep what cannot get through, replay it later.
 
 A breadcrumb that could not be delivered because the server could not be reached (no
-connection, no route, a DNS failure, a timeout before anything was sent), or that the
-server's rate limit still held back when the exit deadline came, is written to the spool
-(:mod:`migas_logging.spool`) instead of being dropped, and counted
-``dropped["spooled"]``. Not one the server answered, even with a 5xx, and not one that
-may already be stored (``unconfirmed``).
+connection, no route, a DNS failure, a timeout before anything was sent), that the
+server's rate limit (or the machine's budget) still held back when the exit deadline
+came, or that was still waiting, untried, when the exit deadline came (a herd of
+processes ending together), is written to the spool (:mod:`migas_logging.spool`)
+instead of being dropped, and counted ``dropped["spooled"]``. Not one the server
+answered, even with a 5xx, and not one that may already be stored (``unconfirmed``).
 
 Replay runs on the worker thread of a later process (or this one) that has delivered a
 breadcrumb of its own, so the server answers: a few spooled breadcrumbs at a time, only
@@ -37,6 +38,7 @@ __all__ = ["KEPT_REASONS", "SpoolKeeper"]
 from migas_logging.worker import KEPT_REASONS
 
 _REPLAY_BATCH = 5
+_WRITE_GRACE = 0.2  # seconds of spool writing allowed past the exit deadline
 _LOOK_AGAIN = 30.0  # seconds before looking at an empty (or unreachable) spool again
 
 
@@ -70,7 +72,14 @@ class SpoolKeeper:
         self.replayed = 0
 
     def keep(self, entry: Entry) -> bool:
-        """Write an undelivered entry to the spool; True when it was kept."""
+        """Write an undelivered entry to the spool; True when it was kept.
+
+        Past the exit deadline (by more than 0.2 s of writing), nothing more is written:
+        the exit's bound holds, and what is left is counted as dropped.
+        """
+        deadline = self._sender.exit_deadline
+        if deadline and time.monotonic() > deadline + _WRITE_GRACE:
+            return False
         crumb = entry.crumb
         if crumb is None:
             try:

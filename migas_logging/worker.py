@@ -38,7 +38,8 @@ from migas_logging._stdlib import logging_lock_held
 from migas_logging.admission import Admission, summary_suffix
 from migas_logging.ledger import Ledger, Stats
 
-KEPT_REASONS = frozenset({"unreachable", "rate_limited"})  # see migas_logging.replay
+# see migas_logging.replay; also kept: breadcrumbs still untried when the exit deadline came
+KEPT_REASONS = frozenset({"unreachable", "rate_limited"})
 
 if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
@@ -163,6 +164,7 @@ class Worker:
         self.admission = admission
         self.ledger = ledger
         self.sender = sender
+        sender.idle = self._idle  # reads the queue of the moment (a fork makes a new one)
         self._report = report
         #: Spools an undelivered entry (True when kept); None: no spool.
         self.keep: Callable[[Entry], bool] | None = None
@@ -351,6 +353,10 @@ class Worker:
                 return
             self._step(item)
 
+    def _idle(self) -> bool:
+        """Nothing waits in the queue."""
+        return self._queue.empty()
+
     def _replay_some(self) -> bool:
         """Idle: replay a few spooled breadcrumbs (never during the exit)."""
         replay = self.replay
@@ -403,7 +409,9 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
-        if result in KEPT_REASONS and self.keep is not None and not entry.summary:
+        never_tried = result == "shutdown" and entry.attempts == 0 and not self.sender.run_over()
+        kept = result in KEPT_REASONS or never_tried  # an untried one cannot be stored
+        if kept and self.keep is not None and not entry.summary:
             try:
                 if self.keep(entry):
                     result = "spooled"  # sent later, by this process or another

@@ -162,10 +162,18 @@ class TestSend:
     def test_rate_limited_stops_and_keeps_the_rest(
         self, directory: Path, collector: LocalCollector
     ) -> None:
-        """A 429 ends the replay at once: the rest stays for later."""
+        """A 429 that outlasts --max-wait ends the replay: the rest stays for later."""
         collector.set_rate_limit((2, 60.0))
         result = cli(
-            "spool", "send", "--json", "--spool-dir", str(directory), "--endpoint", collector.url
+            "spool",
+            "send",
+            "--json",
+            "--max-wait",
+            "0",
+            "--spool-dir",
+            str(directory),
+            "--endpoint",
+            collector.url,
         )
         data = json.loads(result.stdout)
         assert (2, 0, 4, "retry") == (data["sent"], data["dropped"], data["left"], data["stopped"])

@@ -681,6 +681,8 @@ class LocalCollector:
         if self._httpd is not None:
             raise RuntimeError("the collector is already running")
         self._stopping.clear()
+        if self._port:
+            _release(self._port)  # a port free_port() kept for "down, then up"
         httpd = _HTTPServer((self.host, self._port), self)
         self._port = int(httpd.server_address[1])
         self._httpd = httpd
@@ -1476,13 +1478,25 @@ _reserved: collections.deque[socket.socket] = collections.deque()
 _RESERVED_MAX = 256
 
 
+def _release(port: int) -> None:
+    """Give back a port :func:`free_port` reserved, so a collector can listen on it."""
+    for sock in list(_reserved):
+        try:
+            if sock.getsockname()[1] == port:
+                _reserved.remove(sock)
+                sock.close()
+        except OSError:
+            continue
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a loopback TCP port that nothing listens on, and nothing else will.
 
     Connections to it are refused, which is how tests emulate an unreachable server.
     The port stays bound (not listening) by this process, so that no other server (of
     another test running at the same time) can be given it while it is in use; the
-    latest 256 stay reserved.
+    latest 256 stay reserved. A :class:`LocalCollector` started on it here takes it
+    over ("down, then up").
 
     Args:
         host: The address to find a port on.
