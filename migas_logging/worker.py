@@ -190,6 +190,7 @@ class Worker:
         self.stopped = False
         self.ended = False  # a terminal breadcrumb was submitted: the run is over
         self._terminals: list[Entry] = []  # waiting until everything before them settled
+        self.terminal_delivered = False  # a terminal breadcrumb of this run went out live
         self._pid = os.getpid()
 
     def after_fork_in_child(self) -> None:
@@ -409,6 +410,8 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
+        if entry.terminal and result == "sent":
+            self.terminal_delivered = True
         never_tried = result == "shutdown" and entry.attempts == 0 and not self.sender.run_over()
         kept = result in KEPT_REASONS or never_tried  # an untried one cannot be stored
         if kept and self.keep is not None and not entry.summary:
