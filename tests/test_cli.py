@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from migas_logging.cli import main
-from migas_logging.collector import LocalCollector, free_port
+from migas_logging.collector import LocalCollector, free_port, release_port
 
 PROJECT = "nipreps/migas-logging"
 
@@ -148,7 +148,7 @@ class TestSend:
 class TestServeAndDemo:
     def test_serve_in_a_subprocess(self, tmp_path: object) -> None:
         """serve listens, stores to its SQLite file, and stops on SIGTERM."""
-        port = free_port()
+        port = release_port(free_port())  # for a subprocess to listen on
         db = os.path.join(str(tmp_path), "crumbs.sqlite")
         proc = subprocess.Popen(
             [
@@ -210,7 +210,7 @@ class TestServeAndDemo:
 @pytest.mark.slow
 def test_serve_latest_answers_check() -> None:
     """serve --latest makes check_project answer like a server that knows the release."""
-    port = free_port()
+    port = release_port(free_port())  # for a subprocess to listen on
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 import yaml
 
-from migas_logging.collector import LocalCollector, free_port
+from migas_logging.collector import LocalCollector, free_port, release_port
 
 pytestmark = pytest.mark.slow
 
@@ -334,7 +334,7 @@ def test_getting_started_against_migas_logging_serve(tmp_path: Path) -> None:
     assert argv[:2] == ["migas-logging", "serve"]
     executable = shutil.which("migas-logging", path=str(Path(sys.executable).parent))
     assert executable is not None
-    port = free_port()
+    port = release_port(free_port())  # for a subprocess to listen on
     process = subprocess.Popen(
         [executable, *argv[1:], "--port", str(port)],
         env=block_env("", tmp_path),

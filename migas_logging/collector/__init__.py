@@ -34,6 +34,7 @@ from ._server import (
     LocalCollector,
     RequestRecord,
     free_port,
+    release_port,
     serve_forever,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "LocalCollector",
     "RequestRecord",
     "free_port",
+    "release_port",
     "serve_forever",
 ]

@@ -682,7 +682,7 @@ class LocalCollector:
             raise RuntimeError("the collector is already running")
         self._stopping.clear()
         if self._port:
-            _release(self._port)  # a port free_port() kept for "down, then up"
+            release_port(self._port)  # a port free_port() kept for "down, then up"
         httpd = _HTTPServer((self.host, self._port), self)
         self._port = int(httpd.server_address[1])
         self._httpd = httpd
@@ -1478,8 +1478,13 @@ _reserved: collections.deque[socket.socket] = collections.deque()
 _RESERVED_MAX = 256
 
 
-def _release(port: int) -> None:
-    """Give back a port :func:`free_port` reserved, so a collector can listen on it."""
+def release_port(port: int) -> int:
+    """Give back a port :func:`free_port` reserved, so that a server (of this process or
+    of a subprocess, such as ``migas-logging serve --port``) can listen on it.
+
+    Returns:
+        The port.
+    """
     for sock in list(_reserved):
         try:
             if sock.getsockname()[1] == port:
@@ -1487,6 +1492,7 @@ def _release(port: int) -> None:
                 sock.close()
         except OSError:
             continue
+    return port
 
 
 def free_port(host: str = "127.0.0.1") -> int:
