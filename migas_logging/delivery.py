@@ -41,6 +41,8 @@ __all__ = ["Sender"]
 
 _SPACING = 1.05
 _START_SPREAD = 5.0  # seconds over which the Started breadcrumbs of one machine spread
+_LOCK_BUSY = 0.05  # what MachineBudget.wait_time() says while its lock is busy
+_CONTENTION_LIMIT = 0.3  # seconds of a busy budget file before a try goes ahead anyway
 
 
 class Sender:
@@ -236,11 +238,21 @@ class Sender:
             self._wake.wait(min(0.05, max(0.0, until - time.monotonic())))
 
     def _budget_allows(self, limit: float | None) -> bool:
-        """Wait for a token of the machine's budget; False when none comes by ``limit``."""
+        """Wait for a token of the machine's budget; False when none comes by ``limit``.
+
+        A lock that is merely busy (many processes ending at once) is not an exhausted
+        budget: after 0.3 s of that, the try goes ahead rather than spend the exit.
+        """
         budget = self.budget
+        contended = 0.0
         while not budget.take():
             now = time.monotonic()
-            at = now + max(0.05, min(budget.wait_time(), 60.0))
+            wait = budget.wait_time()
+            if wait <= _LOCK_BUSY:  # the file was busy, not the window full
+                contended += _LOCK_BUSY
+                if contended >= _CONTENTION_LIMIT:
+                    return True
+            at = now + max(0.05, min(wait, 60.0))
             if limit is not None and at > limit:
                 return False
             if self._sleep_until(at):
