@@ -117,6 +117,15 @@ class Entry:
         self.timed_out = False
 
 
+def _entry(item: Entry | tuple[int, Route, Any, bool]) -> Entry:
+    """A queued item as an entry (``submit`` queues a plain tuple: cheaper, and it cannot
+    fail between counting and queueing)."""
+    if isinstance(item, Entry):
+        return item
+    seq, route, data, terminal = item
+    return Entry(seq, route, data, terminal=terminal)
+
+
 class OwnedLock:
     """A lock that knows which thread holds it.
 
@@ -380,7 +389,7 @@ class Worker:
                 self._queue_summaries(now)
         self.sender.write_early_notes()
         if item is not None:
-            entry = item if isinstance(item, Entry) else Entry(*item[:3], terminal=item[3])
+            entry = _entry(item)
             self._settle(entry)
         if self._terminals and self.pending == len(self._terminals):
             self.settle_terminals()  # everything before them is settled: their turn
@@ -447,7 +456,7 @@ class Worker:
                 self._queue.put(item)
                 break
             if item is not None:
-                self._finish(Entry(*item[:3]) if isinstance(item, tuple) else item, reason)
+                self._finish(_entry(item), reason)
         if terminals:
             with self._lock:
                 left, self._terminals = self._terminals, []
