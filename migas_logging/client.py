@@ -256,6 +256,7 @@ class Client:
         keeper = SpoolKeeper(directory, machine_rate, self.sender, self.report_once)
         self.spool = keeper
         self.worker.keep = keeper.keep
+        self.worker.keep_behind = keeper.keep_behind
         self.worker.replay = keeper.replay
         self.sender.budget = keeper.budget
 
@@ -333,6 +334,7 @@ class Client:
         # try on a slow server) when only the terminal's reserve is left, send it here
         if worker.flush(max(0.0, deadline - sender.reserve() - time.monotonic())):
             return True
+        worker.keep_rest()
         worker.settle_terminals(own_connection=True)
         return worker.flush(max(0.0, deadline - time.monotonic()))
 

@@ -7,7 +7,8 @@ open circuit) sleep on an event that an exit flush sets, so an exit never waits 
 
 The terminal breadcrumb goes out at least 1.05 s after the latest breadcrumb delivered for
 its project (the server's clock has one-second resolution and the dashboard reads each
-session's latest breadcrumb), unless the exit deadline is too close for both, and with
+session's latest breadcrumb), unless the exit deadline is too close for both (then, with
+a spool, it is kept there instead: see :mod:`migas_logging.replay`), and with
 ``?wait=true`` so that the server confirms it stored it.
 
 Identity: the user id is resolved on a thread of its own (see
@@ -171,7 +172,9 @@ class Sender:
         from migas_logging.worker import Filtered
 
         try:
-            crumb = self.build(entry.route, entry.data, entry.suffix, wait=not entry.terminal)
+            crumb = entry.crumb or self.build(
+                entry.route, entry.data, entry.suffix, wait=not entry.terminal
+            )
         except Filtered:
             return "filtered"
         entry.crumb = crumb
@@ -298,16 +301,28 @@ class Sender:
             self._wake.wait(min(at - now, 0.5))
             self._wake.clear()
 
-    def _space(self, crumb: Breadcrumb) -> None:
-        """Leave a second after the project's latest delivery, if the deadline allows."""
-        last = self.last_delivery.get(crumb.project)
+    def spacing_fits(self, project: str) -> bool:
+        """Whether a terminal breadcrumb sent now can leave its second after the
+        project's latest delivery before the deadline (else the dashboard may show an
+        earlier breadcrumb of the run as its outcome)."""
+        return self._gap(project)[1]
+
+    def _gap(self, project: str) -> tuple[float, bool]:
+        """Seconds to wait before a terminal breadcrumb, and whether that is the full gap."""
+        last = self.last_delivery.get(project)
         if not last:
-            return
+            return 0.0, True
         now = time.monotonic()
         deadline = self.exit_deadline or now + self.settings.flush_deadline
-        budget = max(0.0, deadline - now)
-        reserve = min(self.settings.timeout, max(0.3, 0.4 * budget))
-        gap = min(last + _SPACING - now, deadline - reserve - now)
+        # kept for the terminal's own try: a few of this server's recent answers
+        reserve = min(self.settings.timeout, max(0.3, 4 * self.latency))
+        wanted = last + _SPACING - now
+        allowed = deadline - reserve - now
+        return max(0.0, min(wanted, allowed)), wanted <= allowed
+
+    def _space(self, crumb: Breadcrumb) -> None:
+        """Leave a second after the project's latest delivery, if the deadline allows."""
+        gap = self._gap(crumb.project)[0]
         if gap > 0:
             time.sleep(gap)
 

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migas_logging.budget import MachineBudget
+from migas_logging.budget import MachineBudget, for_server_window
 from migas_logging.spool import Spool, breadcrumb_from_payload, verdict_of
 
 if TYPE_CHECKING:
     from migas_logging.admission import RateCap
+    from migas_logging.breadcrumb import Breadcrumb
     from migas_logging.delivery import Sender
     from migas_logging.worker import Entry
 
@@ -62,7 +63,7 @@ class SpoolKeeper:
         self.spool = Spool(directory)
         self.budget: MachineBudget | None = None
         if machine_rate is not None:
-            self.budget = MachineBudget(
+            self.budget = for_server_window(
                 Path(directory).parent / "budget", machine_rate.count, machine_rate.period
             )
         self._sender = sender
@@ -80,12 +81,9 @@ class SpoolKeeper:
         deadline = self._sender.exit_deadline
         if deadline and time.monotonic() > deadline + _WRITE_GRACE:
             return False
-        crumb = entry.crumb
+        crumb = self._crumb(entry)
         if crumb is None:
-            try:
-                crumb = self._sender.build(entry.route, entry.data, entry.suffix, wait=False)
-            except Exception:
-                return False
+            return False
         session = crumb.ctx.session_id or ""
         if not self.spool.put(
             crumb.to_payload(), session=session, seq=entry.seq, terminal=entry.terminal
@@ -94,6 +92,33 @@ class SpoolKeeper:
             return False
         self.kept += 1
         return True
+
+    def keep_behind(self, entry: Entry) -> bool:
+        """Spool a terminal breadcrumb that could not be its session's latest if sent now.
+
+        When the spool holds others of its session: sent now, it would be stored before
+        them, and whichever of them is replayed last would hide the run's outcome (replay
+        sends a session's breadcrumbs in order, the terminal one last). When the exit
+        deadline leaves no time for its second after the latest delivery: sent in the
+        same second, its order on the server is undefined. True when it was kept.
+        """
+        crumb = self._crumb(entry)
+        if crumb is None:
+            return False
+        if self._sender.spacing_fits(crumb.project) and not self.spool.holds(
+            crumb.ctx.session_id or ""
+        ):
+            return False
+        return self.keep(entry)
+
+    def _crumb(self, entry: Entry) -> Breadcrumb | None:
+        """The entry's breadcrumb, built now if its try never came (None if it cannot be)."""
+        if entry.crumb is None:
+            try:
+                entry.crumb = self._sender.build(entry.route, entry.data, entry.suffix, wait=False)
+            except Exception:  # the application's hook dropped it (Filtered), say
+                return None
+        return entry.crumb
 
     def replay(self) -> bool:
         """Send a few spooled breadcrumbs if the server answers; True when more wait."""

@@ -12,7 +12,8 @@ session and number and never collide between processes.
   mode 0600 in a directory made 0700; a directory that another user owns or may write
   to is refused, and a symbolic link planted in it is never followed.
 * **Bounds**: at most ``max_items`` files and ``max_bytes`` bytes. Past either, the
-  oldest breadcrumbs are removed and counted (:attr:`Spool.evicted`).
+  oldest breadcrumbs are removed and counted (:attr:`Spool.evicted`), runs' terminal
+  breadcrumbs last.
 * **Order** (:meth:`Spool.items`): sessions in the order they were first written; in
   each session, breadcrumbs by number, the terminal one last whatever its number (the
   dashboard reads a run's outcome from its latest breadcrumb).
@@ -320,11 +321,27 @@ class Spool:
                 return False
             name = self._new_name(str(session), seq, bool(terminal))
             self._write(name, body)
-            self._enforce_bounds(keep=name)
+            if not self._enforce_bounds(keep=name):
+                self.problem = "the spool is full of runs' terminal breadcrumbs"
+                return False
         except Exception as exc:
             self.problem = f"cannot write to {self.directory}: {_reason(exc)}"
             return False
         return True
+
+    def holds(self, session: str) -> bool:
+        """Whether the spool holds a breadcrumb of ``session`` (one being sent included).
+
+        One directory listing, no file read. Never raises (False when it cannot look).
+
+        .. versionadded:: 0.2.0
+        """
+        prefix = _session_name(str(session)) + "_"
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return False
+        return any(name.startswith(prefix) and _parse(name) is not None for name in names)
 
     def _new_name(self, session: str, seq: int, terminal: bool) -> str:
         ns = max(0, min(int(self._clock() * 1e9), 10**19 - 1))
@@ -366,17 +383,29 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _enforce_bounds(self, keep: str) -> None:
-        """Remove the oldest unclaimed breadcrumbs while over a bound (never ``keep``)."""
+    def _enforce_bounds(self, keep: str) -> bool:
+        """Remove unclaimed breadcrumbs while over a bound; whether ``keep`` stays.
+
+        Runs' other breadcrumbs go first, oldest first, then terminal ones, oldest
+        first: a run's outcome is what the dashboard shows. So a new breadcrumb that is
+        not terminal may be the one removed (when only terminal ones are older); a new
+        terminal one never is.
+        """
         entries = self._scan()
         count = len(entries)
         total = sum(e.size for e in entries)
         if count <= self.max_items and total <= self.max_bytes:
-            return
+            return True
+        new_is_terminal = any(e.base == keep and e.terminal for e in entries)
         candidates = sorted(
-            (e for e in entries if e.claimer is None and e.base != keep),
-            key=lambda e: (e.ns, e.base),
+            (
+                e
+                for e in entries
+                if e.claimer is None and (e.base != keep or not new_is_terminal)
+            ),
+            key=lambda e: (e.terminal, e.base == keep, e.ns, e.base),
         )
+        kept = True
         for entry in candidates:
             if count <= self.max_items and total <= self.max_bytes:
                 break
@@ -387,8 +416,11 @@ class Spool:
                 pass  # sent, or evicted by another process: gone either way
             except OSError:
                 continue
+            if entry.base == keep:
+                kept = False
             count -= 1
             total -= entry.size
+        return kept
 
     # -- reading ------------------------------------------------------------------------
 
@@ -525,10 +557,11 @@ class Spool:
         The runs' other breadcrumbs go first (sessions in the order of :meth:`items`,
         each in order), then their terminal ones, each at least ``terminal_gap`` seconds
         after its session's previous breadcrumb (sent by this object, in this replay or
-        an earlier one): the server stamps breadcrumbs to the second, and the dashboard
-        shows a run's latest one as its outcome. (With many sessions, the other sessions'
-        breadcrumbs fill that gap: the replay waits about ``terminal_gap`` once, not
-        once per run.)
+        an earlier one) and after the terminal one was written (its run's live
+        breadcrumbs went out before that): the server stamps breadcrumbs to the second,
+        and the dashboard shows a run's latest one as its outcome. (With many sessions,
+        the other sessions' breadcrumbs fill that gap: the replay waits about
+        ``terminal_gap`` once, not once per run.)
 
         For each breadcrumb the file is claimed, then ``send(payload, terminal)`` is
         called and answers:
@@ -574,8 +607,11 @@ class Spool:
                         if max_items is not None and sum(counts.values()) >= max_items:
                             stopped = "max_items"
                             break
-                        gap_end = last_sent.get(item.session, -math.inf) + terminal_gap
-                        start = max(time.monotonic(), gap_end if terminal else -math.inf)
+                        start = time.monotonic()
+                        if terminal:  # after its session's latest, sent here or live
+                            start += max(0.0, item.created + terminal_gap - self._clock())
+                            gap_end = last_sent.get(item.session, -math.inf) + terminal_gap
+                            start = max(start, gap_end)
                         if deadline is not None and start >= deadline:
                             stopped = "deadline"
                             break

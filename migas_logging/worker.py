@@ -177,6 +177,9 @@ class Worker:
         self._report = report
         #: Spools an undelivered entry (True when kept); None: no spool.
         self.keep: Callable[[Entry], bool] | None = None
+        #: Spools a terminal entry when the spool holds others of its session (True
+        #: when kept); None: no spool.
+        self.keep_behind: Callable[[Entry], bool] | None = None
         #: Replays a few spooled breadcrumbs when idle (True when more wait).
         self.replay: Callable[[], bool] | None = None
         self._routes: weakref.WeakSet[Route] = weakref.WeakSet()
@@ -199,7 +202,11 @@ class Worker:
         self.stopped = False
         self.ended = False  # a terminal breadcrumb was submitted: the run is over
         self._terminals: list[Entry] = []  # waiting until everything before them settled
-        self.terminal_delivered = False  # a terminal breadcrumb of this run went out live
+        # a terminal breadcrumb of this run was tried live: nothing more of the run may
+        # go to the spool (replayed after the outcome, it would hide it); the lock makes
+        # "look at the spool, then go live" and "may I keep this, then write it" atomic
+        self.terminal_live = False
+        self._spool_lock = threading.Lock()
         self._pid = os.getpid()
 
     def after_fork_in_child(self) -> None:
@@ -395,6 +402,9 @@ class Worker:
             self.settle_terminals()  # everything before them is settled: their turn
 
     def _settle(self, entry: Entry, *, own_connection: bool = False) -> None:
+        if entry.terminal and self._behind_spool(entry):
+            self._finish(entry, "spooled")
+            return
         try:
             result = self.sender.settle(entry, own_connection=own_connection)
         except Exception as exc:  # never let the worker die
@@ -404,6 +414,21 @@ class Worker:
         if self.sender.drop_queued:
             reason, self.sender.drop_queued = self.sender.drop_queued, ""
             self._drop_queued(reason)
+
+    def _behind_spool(self, entry: Entry) -> bool:
+        """Whether a terminal entry went to the spool behind others of its run; if not,
+        it goes out live, and nothing more of the run is spooled."""
+        keep_behind = self.keep_behind
+        if keep_behind is None or self.sender.run_over():
+            return False
+        with self._spool_lock:
+            try:
+                if keep_behind(entry):
+                    return True
+            except Exception:
+                pass
+            self.terminal_live = True
+            return False
 
     def settle_terminals(self, *, own_connection: bool = False) -> None:
         """Send the terminal breadcrumbs not yet taken, on the calling thread.
@@ -419,16 +444,14 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
-        if entry.terminal and result == "sent":
-            self.terminal_delivered = True
-        never_tried = result == "shutdown" and entry.attempts == 0 and not self.sender.run_over()
-        kept = result in KEPT_REASONS or never_tried  # an untried one cannot be stored
-        if kept and self.keep is not None and not entry.summary:
-            try:
-                if self.keep(entry):
-                    result = "spooled"  # sent later, by this process or another
-            except Exception:
-                pass
+        if self.keep is not None and not entry.summary:
+            with self._spool_lock:
+                if self._keepable(entry, result):
+                    try:
+                        if self.keep(entry):
+                            result = "spooled"  # sent later, by this process or another
+                    except Exception:
+                        pass
         if result != "sent" and _log.isEnabledFor(logging.DEBUG):
             _log.debug("migas breadcrumb %d not delivered: %s", entry.seq, result)
         with self._lock:
@@ -444,6 +467,57 @@ class Worker:
             self._done_seq = max(self._done_seq, entry.seq)
             if self._done_seq >= self._flush_target:  # wake a flush only when it is done
                 self._done.notify_all()
+
+    def _keepable(self, entry: Entry, result: str) -> bool:
+        """Whether an undelivered entry goes to the spool.
+
+        Those the server could not take (unreachable, rate-limited) and those never
+        tried before the exit deadline (an untried one cannot have been stored); but
+        nothing once the run's outcome is stored (by this process, or by the parent of
+        a forked child): replayed after it, they would hide it.
+        """
+        if self.sender.run_over() or (self.terminal_live and not entry.terminal):
+            return False
+        return result in KEPT_REASONS or (result == "shutdown" and entry.attempts == 0)
+
+    def keep_rest(self) -> None:
+        """The exit deadline nears with breadcrumbs still queued: with a spool, keep the
+        run's terminal breadcrumb and then them (on the calling thread).
+
+        Sent live, the terminal breadcrumb would be stored before them once they are
+        replayed. It is written first, as the one that matters most when little time is
+        left; replay still sends it last (by number, not by time of writing).
+        """
+        keep = self.keep
+        if keep is None:
+            return
+        queued: list[Entry] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(item)
+                break
+            if item is not None:
+                queued.append(_entry(item))
+        if not queued:
+            return  # only a try in flight: the terminal breadcrumb may still go out live
+        with self._lock:
+            terminals, self._terminals = self._terminals, []
+        for entry in terminals:
+            try:
+                kept = keep(entry)
+            except Exception:
+                kept = False
+            if kept:
+                self._finish(entry, "spooled")
+            else:
+                with self._lock:
+                    self._terminals.append(entry)  # sent live after all
+        for entry in queued:
+            self._finish(entry, "shutdown")  # untried: kept, unless the terminal went live
 
     def _drop_queued(self, reason: str, *, terminals: bool = False) -> None:
         """Drop every queued entry (the terminal ones too when ``terminals``)."""

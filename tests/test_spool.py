@@ -259,6 +259,37 @@ class TestBounds:
             i.payload["proc"]["status_desc"] for i in spool.items()
         )
 
+    def test_outcomes_are_evicted_last(self, directory: Path, clock: FakeClock) -> None:
+        """Runs' other breadcrumbs go before any terminal one, even newer ones: the
+        outcome is what the dashboard shows. A new terminal breadcrumb is always kept."""
+        spool = Spool(directory, max_items=3, clock=clock)
+        for desc, terminal in (("t0", True), ("r1", False), ("t2", True), ("r3", False)):
+            clock.advance(1)
+            assert spool.put(payload(desc=desc), session=desc, seq=0, terminal=terminal)
+        assert ["r3", "t0", "t2"] == sorted(
+            i.payload["proc"]["status_desc"] for i in spool.items()
+        )
+        clock.advance(1)
+        assert spool.put(payload(desc="t4"), session="t4", seq=1, terminal=True)
+        assert ["t0", "t2", "t4"] == sorted(
+            i.payload["proc"]["status_desc"] for i in spool.items()
+        )
+        assert 2 == spool.evicted
+
+    def test_a_new_record_does_not_push_out_an_outcome(
+        self, directory: Path, clock: FakeClock
+    ) -> None:
+        """With only terminal breadcrumbs older than it, a new other one is not kept."""
+        spool = Spool(directory, max_items=2, clock=clock)
+        for seq in range(2):
+            clock.advance(1)
+            assert spool.put(payload(desc=f"t{seq}"), session=f"s{seq}", seq=1, terminal=True)
+        clock.advance(1)
+        assert not spool.put(payload(desc="r"), session="s9", seq=0, terminal=False)
+        assert "full" in (spool.problem or "")
+        assert ["t0", "t1"] == sorted(i.payload["proc"]["status_desc"] for i in spool.items())
+        assert 1 == spool.evicted
+
     def test_bytes_are_bounded_too(self, directory: Path, clock: FakeClock) -> None:
         """Past max_bytes, the oldest go until the rest fits."""
         body = payload(desc="y" * 2000)
@@ -450,6 +481,44 @@ class TestReplay:
         assert (1, 0, 0, None) == spool.replay(send, max_items=1, terminal_gap=0.3)
         assert times[1] - times[0] >= 0.3
 
+    def test_a_terminal_breadcrumb_keeps_its_gap_after_being_written(
+        self, spool: Spool, clock: FakeClock
+    ) -> None:
+        """Its run's live breadcrumbs went out just before it was written: a replay
+        soon after waits until the gap has passed since then, not since the replay's
+        own previous breadcrumb of the session (there may be none)."""
+        assert spool.put(payload(desc="end"), session="s", seq=4, terminal=True)
+        clock.advance(0.2)  # written 0.2 s ago
+        start = time.monotonic()
+        sent: list[float] = []
+
+        def send(body: dict[str, Any], terminal: bool) -> str:
+            sent.append(time.monotonic())
+            return "sent"
+
+        result = spool.replay(send, terminal_gap=0.5)
+        assert (1, 0, 0, None) == result
+        assert sent[0] - start >= 0.3 - 0.01  # 0.5 after the writing, not at once
+        assert spool.put(payload(desc="end"), session="t", seq=4, terminal=True)
+        clock.advance(30)  # written a gap ago: no wait
+        start = time.monotonic()
+        assert (1, 0, 0, None) == spool.replay(lambda b, t: "sent", terminal_gap=30)
+        assert time.monotonic() - start < 10
+
+    def test_holds(self, spool: Spool, clock: FakeClock) -> None:
+        """Whether a session has breadcrumbs in the spool, claimed ones included."""
+        assert not spool.holds("s")  # no directory yet
+        assert spool.put(payload(desc="R"), session="s", seq=1, terminal=False)
+        assert spool.put(payload(desc="R"), session="x/y", seq=1, terminal=False)
+        assert spool.holds("s")
+        assert spool.holds("x/y")
+        assert not spool.holds("t")
+        assert not spool.holds("")
+        item = spool.items()[0]
+        claimed = spool._claim(item)  # a replay in flight elsewhere
+        assert claimed is not None
+        assert spool.holds(item.session)
+
     def test_the_gap_never_waits_past_the_deadline(self, spool: Spool) -> None:
         """A terminal breadcrumb whose gap would end after the deadline is left for later."""
         assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
@@ -460,10 +529,11 @@ class TestReplay:
         assert time.monotonic() - start < 10
         assert spool.items()[0].terminal
 
-    def test_no_gap_after_a_refusal(self, spool: Spool) -> None:
+    def test_no_gap_after_a_refusal(self, spool: Spool, clock: FakeClock) -> None:
         """A dropped breadcrumb was not stored: the terminal one need not wait for it."""
         assert spool.put(payload(desc="R"), session="s", seq=0, terminal=False)
         assert spool.put(payload(desc="end"), session="s", seq=1, terminal=True)
+        clock.advance(60)  # written long ago
         start = time.monotonic()
         answers = iter(["drop", "sent"])
         assert (1, 1, 0, None) == spool.replay(lambda b, t: next(answers), terminal_gap=30)
