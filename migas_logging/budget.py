@@ -66,6 +66,18 @@ class _Busy(Exception):
     """The lock or the helper thread did not answer in time (not an error yet)."""
 
 
+#: Seconds a grant stays spent beyond the server's window: the server counts a request
+#: when it arrives, a little after the grant (a replay that used the whole budget at
+#: once got one 429 when the window came round).
+ARRIVAL_MARGIN = 1.0
+
+
+def for_server_window(path: Path | str, count: int, period: float) -> MachineBudget:
+    """The machine's budget for a server that takes ``count`` requests per ``period``
+    seconds per address (each grant spent for ``period`` + :data:`ARRIVAL_MARGIN`)."""
+    return MachineBudget(path, count, period + ARRIVAL_MARGIN)
+
+
 def start_jitter(seed: str, spread: float) -> float:
     """A delay in ``[0, spread)`` that depends only on ``seed``.
 

@@ -385,6 +385,20 @@ def _cmd_spool_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _machine_rate(text: str) -> str:
+    """``--rate``: N/SECONDS, checked like the ``machine_rate`` option."""
+    from migas_logging.admission import RateCap
+
+    try:
+        if RateCap.parse(text) is None:
+            raise ValueError("off")
+    except (ValueError, ConfigurationError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not N/SECONDS (for example 1000/60): {exc}"
+        ) from None
+    return text
+
+
 def _cmd_spool_send(args: argparse.Namespace) -> int:
     from migas_logging import config
     from migas_logging.spool import breadcrumb_from_payload, verdict_of
@@ -397,14 +411,16 @@ def _cmd_spool_send(args: argparse.Namespace) -> int:
     transport = Transport(settings.endpoint, settings.timeout)
     reasons: dict[str, str] = {}
     from migas_logging.admission import RateCap
-    from migas_logging.budget import MachineBudget
+    from migas_logging.budget import for_server_window
     from migas_logging.client import DEFAULT_MACHINE_RATE
     from migas_logging.transport import OutcomeKind
 
-    cap = RateCap.parse(DEFAULT_MACHINE_RATE)
-    assert cap is not None
+    cap = RateCap.parse(getattr(args, "rate", None) or DEFAULT_MACHINE_RATE)
+    if cap is None:  # "off": the server's window is still the limit; pace by it
+        cap = RateCap.parse(DEFAULT_MACHINE_RATE)
+        assert cap is not None
     # the same budget as the processes of this machine: the replay shares their window
-    budget = MachineBudget(spool.directory.parent / "budget", cap.count, cap.period)
+    budget = for_server_window(spool.directory.parent / "budget", cap.count, cap.period)
     end = time.monotonic() + max(0.0, getattr(args, "max_wait", 120.0))
 
     def wait_for(seconds: float) -> bool:
@@ -641,6 +657,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                 default=120.0,
                 help="wait at most this long in all for the rate budget and the server's "
                 "429 windows (default 120); what is left stays in the spool",
+            )
+            q.add_argument(
+                "--rate",
+                metavar="N/SECONDS",
+                type=_machine_rate,
+                default=None,
+                help="the machine's budget, shared with the processes that use this spool: "
+                "give the same machine_rate as they do (default 100/60, the server's "
+                "documented window per address)",
             )
     return parser, commands
 

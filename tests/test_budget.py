@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migas_logging import budget as budget_module
-from migas_logging.budget import MachineBudget, start_jitter
+from migas_logging.budget import MachineBudget, for_server_window, start_jitter
 from migas_logging.exceptions import ConfigurationError
 
 T0 = 1_700_000_000.0
@@ -60,6 +60,15 @@ class TestWindow:
         assert budget.take(T0 + 60)
         assert budget.take(T0 + 60)
         assert not budget.take(T0 + 60)
+
+    def test_a_server_window_keeps_a_margin_for_the_arrival(self, path: Path) -> None:
+        """The server counts a request when it arrives, after its grant: a token comes
+        back a window and a second after it was spent, so a replay that spends the whole
+        budget at once is not answered 429 when the window comes round."""
+        budget = for_server_window(path, 2, 60)
+        assert [True, True, False] == [budget.take(T0) for _ in range(3)]
+        assert not budget.take(T0 + 60.5)
+        assert budget.take(T0 + 61)
 
     def test_a_token_comes_back_one_period_after_it_was_spent(self, path: Path) -> None:
         """Unlike a bucket refilled at a constant rate, no burst follows a burst."""
