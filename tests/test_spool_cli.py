@@ -181,6 +181,31 @@ class TestSend:
         assert "rate_limited" in one_line_error(result, 1)
         assert 4 == spooled(directory)
 
+    def test_rate_is_the_machines_budget(self, directory: Path, collector: LocalCollector) -> None:
+        """--rate 3/60: three breadcrumbs, then the budget (shared with the processes that
+        use this spool, beside it) is spent; with --max-wait 0 the rest stays, and the
+        server never answered 429."""
+        result = cli(
+            *("spool", "send", "--json", "--max-wait", "0", "--rate", "3/60"),
+            *("--spool-dir", str(directory), "--endpoint", collector.url),
+        )
+        data = json.loads(result.stdout)
+        assert (3, 0, 3, "retry") == (data["sent"], data["dropped"], data["left"], data["stopped"])
+        assert "budget" in data["reason"]
+        assert 3 == len(collector.requests())
+        assert (directory.parent / "budget").is_file()
+        again = cli(
+            *("spool", "send", "--json", "--max-wait", "0", "--rate", "3/60"),
+            *("--spool-dir", str(directory), "--endpoint", collector.url),
+        )
+        assert 0 == json.loads(again.stdout)["sent"]  # the same budget: still spent
+
+    @pytest.mark.parametrize("rate", ["x/60", "0/60", "off", "-1/60"])
+    def test_a_bad_rate_is_a_usage_error(self, directory: Path, rate: str) -> None:
+        result = cli("spool", "send", "--rate", rate, "--spool-dir", str(directory))
+        assert "--rate" in one_line_error(result, 2)
+        assert 6 == spooled(directory)
+
     def test_opt_out_sends_nothing(self, directory: Path, collector: LocalCollector) -> None:
         """Under MIGAS_OPTOUT, spool send refuses and the spool stays."""
         result = cli(
