@@ -20,10 +20,11 @@ workers behind one address stay under the server's window.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from migas_logging.budget import MachineBudget, for_server_window
 from migas_logging.spool import Spool, breadcrumb_from_payload, verdict_of
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["KEPT_REASONS", "SpoolKeeper"]
 
 from migas_logging.worker import KEPT_REASONS
+
+_T = TypeVar("_T")
 
 _REPLAY_BATCH = 5
 _WRITE_GRACE = 0.2  # seconds of spool writing allowed past the exit deadline
@@ -85,13 +88,55 @@ class SpoolKeeper:
         if crumb is None:
             return False
         session = crumb.ctx.session_id or ""
-        if not self.spool.put(
-            crumb.to_payload(), session=session, seq=entry.seq, terminal=entry.terminal
-        ):
+        if not self._put(crumb.to_payload(), session, entry.seq, entry.terminal):
             self._report("spool", "migas: could not write the spool (%s)", self.spool.problem)
             return False
         self.kept += 1
         return True
+
+    def _put(self, payload: dict[str, Any], session: str, seq: int, terminal: bool) -> bool:
+        """Write to the spool (bounded during the exit, see :meth:`_bounded`). A write
+        that ends too late is taken back: what is counted dropped is never replayed."""
+        spool = self.spool
+
+        def take_back(written: str | None) -> None:
+            if written is not None:
+                spool.remove(written)
+
+        name = self._bounded(
+            lambda: spool.write(payload, session=session, seq=seq, terminal=terminal),
+            None,
+            late=take_back,
+        )
+        return name is not None
+
+    def _bounded(
+        self, work: Callable[[], _T], default: _T, late: Callable[[_T], object] = lambda r: None
+    ) -> _T:
+        """``work()`` on this thread; during the exit, on a helper thread waited for only
+        until the deadline's grace, so that a hung file system never holds the exit
+        (then ``default``, and ``late(result)`` if the work ends after all)."""
+        deadline = self._sender.exit_deadline
+        if not deadline:
+            return work()
+        done, given_up = threading.Event(), threading.Event()
+        result: list[_T] = [default]
+
+        def run() -> None:
+            result[0] = work()
+            done.set()
+            if given_up.is_set():
+                late(result[0])
+
+        try:
+            threading.Thread(target=run, name="migas-spool", daemon=True).start()
+        except RuntimeError:  # no new threads (the interpreter is finalizing)
+            run()
+        if not done.wait(max(0.0, deadline + _WRITE_GRACE - time.monotonic())):
+            given_up.set()
+            if not done.is_set():
+                return default
+        return result[0]
 
     def keep_behind(self, entry: Entry) -> bool:
         """Spool a terminal breadcrumb that could not be its session's latest if sent now.
@@ -105,8 +150,11 @@ class SpoolKeeper:
         crumb = self._crumb(entry)
         if crumb is None:
             return False
-        if self._sender.spacing_fits(crumb.project) and not self.spool.holds(
-            crumb.ctx.session_id or ""
+        session = crumb.ctx.session_id or ""
+        spool = self.spool
+        # a spool that cannot say in time holds nothing: the outcome goes out live
+        if self._sender.spacing_fits(crumb.project) and not self._bounded(
+            lambda: spool.holds(session), False
         ):
             return False
         return self.keep(entry)

@@ -308,26 +308,41 @@ class Spool:
             not safe or not writable, the disk is full, the payload is not JSON or
             larger than ``max_bytes``). Never raises.
         """
+        return self.write(payload, session=session, seq=seq, terminal=terminal) is not None
+
+    def write(
+        self, payload: Mapping[str, Any], *, session: str, seq: int, terminal: bool
+    ) -> str | None:
+        """:meth:`put`, returning the file's name (None when not kept). Never raises.
+
+        .. versionadded:: 0.2.0
+        """
         try:
             data = json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"))
             body = data.encode("utf-8")
             if len(body) > min(self.max_bytes, _MAX_FILE_BYTES):
                 self.problem = f"a breadcrumb of {len(body)} bytes is too large to keep"
-                return False
+                return None
             if not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
                 self.problem = f"seq {seq!r} is not a number from 0 to {_MAX_SEQ}"
-                return False
+                return None
             if not self._usable(create=True):
-                return False
+                return None
             name = self._new_name(str(session), seq, bool(terminal))
             self._write(name, body)
             if not self._enforce_bounds(keep=name):
                 self.problem = "the spool is full of runs' terminal breadcrumbs"
-                return False
+                return None
         except Exception as exc:
             self.problem = f"cannot write to {self.directory}: {_reason(exc)}"
-            return False
-        return True
+            return None
+        return name
+
+    def remove(self, name: str) -> None:
+        """Take back a breadcrumb this process wrote (its name from :meth:`write`), if
+        no replay has claimed it. Never raises."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.directory / name)
 
     def holds(self, session: str) -> bool:
         """Whether the spool holds a breadcrumb of ``session`` (one being sent included).
@@ -398,11 +413,7 @@ class Spool:
             return True
         new_is_terminal = any(e.base == keep and e.terminal for e in entries)
         candidates = sorted(
-            (
-                e
-                for e in entries
-                if e.claimer is None and (e.base != keep or not new_is_terminal)
-            ),
+            (e for e in entries if e.claimer is None and (e.base != keep or not new_is_terminal)),
             key=lambda e: (e.terminal, e.base == keep, e.ns, e.base),
         )
         kept = True

@@ -421,14 +421,26 @@ class Worker:
         keep_behind = self.keep_behind
         if keep_behind is None or self.sender.run_over():
             return False
-        with self._spool_lock:
-            try:
-                if keep_behind(entry):
-                    return True
-            except Exception:
-                pass
-            self.terminal_live = True
+        if not self._take_spool_lock():
+            self.terminal_live = True  # the spool is stuck (a hung file system?): go live
             return False
+        try:
+            if keep_behind(entry):
+                return True
+        except Exception:
+            pass
+        finally:
+            self._spool_lock.release()
+        self.terminal_live = True
+        return False
+
+    def _take_spool_lock(self) -> bool:
+        """Take the spool's lock; during the exit, wait for it only until the deadline
+        (the worker may be stuck writing to a hung file system, holding it)."""
+        deadline = self.sender.exit_deadline
+        if not deadline:
+            return self._spool_lock.acquire()
+        return self._spool_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
     def settle_terminals(self, *, own_connection: bool = False) -> None:
         """Send the terminal breadcrumbs not yet taken, on the calling thread.
@@ -444,14 +456,14 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
-        if self.keep is not None and not entry.summary:
-            with self._spool_lock:
-                if self._keepable(entry, result):
-                    try:
-                        if self.keep(entry):
-                            result = "spooled"  # sent later, by this process or another
-                    except Exception:
-                        pass
+        if self.keep is not None and not entry.summary and self._take_spool_lock():
+            try:
+                if self._keepable(entry, result) and self.keep(entry):
+                    result = "spooled"  # sent later, by this process or another
+            except Exception:
+                pass
+            finally:
+                self._spool_lock.release()
         if result != "sent" and _log.isEnabledFor(logging.DEBUG):
             _log.debug("migas breadcrumb %d not delivered: %s", entry.seq, result)
         with self._lock:

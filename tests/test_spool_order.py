@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,41 @@ class TestTheOutcomeStaysLatest:
         assert 5 == len(rows), out + err
         assert_outcome_is_latest(rows)
         assert not spool.exists() or [] == spooled(spool)
+
+
+class TestAHungSpool:
+    @pytest.mark.parametrize("stuck", ["_write", "holds"])
+    def test_the_exit_keeps_its_deadline(self, tmp_path: Path, stuck: str) -> None:
+        """The spool's file system hangs (an NFS home whose server went away): writing a
+        file, or listing the directory, never returns. The worker is stuck in it before
+        the exit; the exit still ends by its deadline, and nothing it gave up on is
+        replayed later."""
+        spool, session = tmp_path / "spool", str(uuid.uuid4())
+        run = f"""
+            import threading
+            from migas_logging import spool as spool_module
+            def hang(*args, **kwargs):
+                threading.Event().wait()  # a hung file system: never returns
+            setattr(spool_module.Spool, {stuck!r}, hang)
+            h = migas_logging.MigasHandler({PROJECT!r}, "1.0", track=True, spool=True,
+                rate_limit=None, fold_window=0, flush_deadline=1, retries=0,
+                session_id={session!r})
+            logging.getLogger().addHandler(h)
+            logging.getLogger("node").error("step 0 failed")
+            h.flush(1)  # the worker is stuck on the spool now (or, for holds, at the end)
+            print("exiting", time.monotonic(), flush=True)
+            sys.exit(3)
+            """
+        proc = start(run, f"http://127.0.0.1:{free_port()}", spool)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # it hung: the failure below says so
+                proc.wait()
+        ended = time.monotonic()
+        assert 3 == proc.returncode, err
+        exiting = float(out.split("exiting ")[1].split()[0])
+        # deadline 1 s, 0.2 s of grace for writing; generous for loaded CI machines
+        assert ended - exiting < 6, (ended - exiting, err)
+        assert "Traceback" not in err

@@ -8,6 +8,8 @@ end, through real HTTP, in ``tests/test_spool_order.py``.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
@@ -191,3 +193,38 @@ def test_what_waits_behind_an_exit_without_a_server_is_kept_at_once(monkeypatch:
     assert [1, 2, 3] == [e.seq for e in kept]
     assert w.ledger.total.dropped == {"spooled": 3}
     assert w._queue.empty()
+
+
+def test_a_spool_write_that_ends_after_the_exit_gave_up_is_taken_back(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """During the exit a slow write (a struggling file system) is waited for only until
+    the deadline's grace; counted dropped, its file is removed when it lands after all,
+    so that it is never replayed."""
+    from migas_logging.breadcrumb import Breadcrumb, Context
+    from migas_logging.replay import SpoolKeeper
+    from migas_logging.spool import Spool
+
+    s = sender()
+    keeper = SpoolKeeper(str(tmp_path / "spool"), None, s, lambda *a: None)
+    real_write = Spool._write
+
+    def slow_write(self: Spool, name: str, body: bytes) -> None:
+        time.sleep(0.6)
+        real_write(self, name, body)
+
+    monkeypatch.setattr(Spool, "_write", slow_write)
+    e = entry(1)
+    e.crumb = Breadcrumb(PROJECT, "1", "3.11", Context(session_id="s"), status="R")
+    s.exit_at(time.monotonic())  # the deadline is now: 0.2 s of grace for writing
+    start = time.monotonic()
+    assert not keeper.keep(e)
+    assert time.monotonic() - start < 0.55  # did not wait for the write
+    helpers = [t for t in threading.enumerate() if t.name == "migas-spool"]
+    assert helpers  # the write goes on, on its helper thread
+    for helper in helpers:
+        helper.join(10)  # the write landed, and was taken back
+    assert [] == [n for n in os.listdir(tmp_path / "spool") if n.endswith(".json")]
+    s.exit_deadline = 0.0  # no exit: the write is waited for
+    assert keeper.keep(e)
+    assert 1 == len([n for n in os.listdir(tmp_path / "spool") if n.endswith(".json")])
