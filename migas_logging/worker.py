@@ -503,17 +503,7 @@ class Worker:
         keep = self.keep
         if keep is None:
             return
-        queued: list[Entry] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._queue.put(item)
-                break
-            if item is not None:
-                queued.append(_entry(item))
+        queued = self._take_queued()
         if not queued:
             return  # only a try in flight: the terminal breadcrumb may still go out live
         with self._lock:
@@ -531,8 +521,9 @@ class Worker:
         for entry in queued:
             self._finish(entry, "shutdown")  # untried: kept, unless the terminal went live
 
-    def _drop_queued(self, reason: str, *, terminals: bool = False) -> None:
-        """Drop every queued entry (the terminal ones too when ``terminals``)."""
+    def _take_queued(self) -> list[Entry]:
+        """Take every entry waiting in the queue, in order (a stop request stays)."""
+        taken: list[Entry] = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -542,7 +533,13 @@ class Worker:
                 self._queue.put(item)
                 break
             if item is not None:
-                self._finish(_entry(item), reason)
+                taken.append(_entry(item))
+        return taken
+
+    def _drop_queued(self, reason: str, *, terminals: bool = False) -> None:
+        """Drop every queued entry (the terminal ones too when ``terminals``)."""
+        for entry in self._take_queued():
+            self._finish(entry, reason)
         if terminals:
             with self._lock:
                 left, self._terminals = self._terminals, []
