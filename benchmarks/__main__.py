@@ -83,6 +83,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"run only these (repeatable or comma-separated): {', '.join(BENCHMARKS)}",
     )
     parser.add_argument(
+        "--cluster-sizes",
+        metavar="N[,N...]",
+        default=None,
+        help="the cluster benchmark's herd sizes (default 50,200; --quick: 10)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=REPO_ROOT / "benchmarks" / "results",
@@ -96,6 +102,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
     args.selected = [n for n in BENCHMARKS if not names or n in names]
+    if args.cluster_sizes is not None:
+        try:
+            sizes = [int(n) for n in args.cluster_sizes.split(",") if n.strip()]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            parser.error(f"--cluster-sizes {args.cluster_sizes!r}: give N or N,N (N >= 1)")
+        args.cluster_sizes = sizes
     return args
 
 
@@ -126,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(f"== {name}")
             module = importlib.import_module(f"benchmarks.{name}")
             t0 = time.perf_counter()
-            results[name] = module.run(server, quick=args.quick, log=_log)
+            kwargs = {"sizes": args.cluster_sizes} if name == "cluster" else {}
+            results[name] = module.run(server, quick=args.quick, log=_log, **kwargs)
             results[name]["duration_s"] = time.perf_counter() - t0
     results["goals"] = report.goals(results)
     results["meta"]["load_after"] = _load()
@@ -139,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text += "\n![per-call cost](performance.png)\n"
         else:
             _log("matplotlib is not installed: no plot")
+    if "cluster" in results and report.plot_cluster(results["cluster"], args.out / "clusters.png"):
+        text += "\n![cluster](clusters.png)\n"
     (args.out / "results.md").write_text(text)
     print(text)
     _log(f"results in {args.out} ({results['meta']['duration_s']:.0f} s)")
