@@ -113,7 +113,26 @@ def test_quick_cluster_run_writes_its_results(tmp_path: Path) -> None:
         assert entry["ready"] == 10, entry
         assert "spool_send" in entry
         assert "after_replay" in entry
+        assert entry["flushed_s"]["n"] == entry["exit_s"]["n"]  # each exit handler's end
     assert cluster["array_job"]
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "clusters.png").stat().st_size > 0
     text = (out / "results.md").read_text(encoding="utf-8")
     assert "### Cluster" in text
     assert "cluster: zero 429" in text
+
+
+@pytest.mark.parametrize("sizes", ["0", "x", ",", "-5"])
+def test_bad_cluster_sizes_are_a_usage_error(sizes: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "cluster", "--cluster-sizes", sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--cluster-sizes" in proc.stderr
