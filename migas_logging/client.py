@@ -257,6 +257,8 @@ class Client:
         self.spool = keeper
         self.worker.keep = keeper.keep
         self.worker.keep_behind = keeper.keep_behind
+        self.worker.keep_held = keeper.keep_held
+        self.worker.release_held = keeper.release_held
         self.worker.replay = keeper.replay
         self.sender.budget = keeper.budget
 

@@ -20,6 +20,7 @@ workers behind one address stay under the server's window.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -74,12 +75,14 @@ class SpoolKeeper:
         self._next_look = 0.0
         self.kept = 0
         self.replayed = 0
+        self._held: list[str] = []  # written held: released at the end of the exit
 
-    def keep(self, entry: Entry) -> bool:
+    def keep(self, entry: Entry, *, held: bool = False) -> bool:
         """Write an undelivered entry to the spool; True when it was kept.
 
         Past the exit deadline (by more than 0.2 s of writing), nothing more is written:
-        the exit's bound holds, and what is left is counted as dropped.
+        the exit's bound holds, and what is left is counted as dropped. ``held``: no
+        replay takes it until :meth:`release_held` (written before the rest of its run).
         """
         deadline = self._sender.exit_deadline
         if deadline and time.monotonic() > deadline + _WRITE_GRACE:
@@ -88,13 +91,26 @@ class SpoolKeeper:
         if crumb is None:
             return False
         session = crumb.ctx.session_id or ""
-        if not self._put(crumb.to_payload(), session, entry.seq, entry.terminal):
+        if not self._put(crumb.to_payload(), session, entry.seq, entry.terminal, held):
             self._report("spool", "migas: could not write the spool (%s)", self.spool.problem)
             return False
         self.kept += 1
         return True
 
-    def _put(self, payload: dict[str, Any], session: str, seq: int, terminal: bool) -> bool:
+    def keep_held(self, entry: Entry) -> bool:
+        """:meth:`keep`, held back from replays until :meth:`release_held`."""
+        return self.keep(entry, held=True)
+
+    def release_held(self) -> None:
+        """Let replays take what :meth:`keep_held` wrote (bounded during the exit)."""
+        held, self._held = self._held, []
+        spool = self.spool
+        for name in held:
+            self._bounded(functools.partial(spool.release, name), None)
+
+    def _put(
+        self, payload: dict[str, Any], session: str, seq: int, terminal: bool, held: bool
+    ) -> bool:
         """Write to the spool (bounded during the exit, see :meth:`_bounded`). A write
         that ends too late is taken back: what is counted dropped is never replayed."""
         spool = self.spool
@@ -104,10 +120,12 @@ class SpoolKeeper:
                 spool.remove(written)
 
         name = self._bounded(
-            lambda: spool.write(payload, session=session, seq=seq, terminal=terminal),
+            lambda: spool.write(payload, session=session, seq=seq, terminal=terminal, held=held),
             None,
             late=take_back,
         )
+        if name is not None and held:
+            self._held.append(name)
         return name is not None
 
     def _bounded(

@@ -197,6 +197,11 @@ def _parse(name: str) -> tuple[re.Match[str], tuple[str, int] | None] | None:
     return match, (claimer["host"], int(claimer["pid"]))
 
 
+def _held_name(name: str) -> str:
+    """The name of a file written claimed by this process (see :meth:`Spool.write`)."""
+    return f"{name}{_CLAIM}{_this_host()}-{os.getpid()}"
+
+
 def _session_name(session: str) -> str:
     """``session`` when it is safe in a file name (a UUID is); else a digest of it."""
     if _SAFE_SESSION.fullmatch(session):
@@ -311,9 +316,19 @@ class Spool:
         return self.write(payload, session=session, seq=seq, terminal=terminal) is not None
 
     def write(
-        self, payload: Mapping[str, Any], *, session: str, seq: int, terminal: bool
+        self,
+        payload: Mapping[str, Any],
+        *,
+        session: str,
+        seq: int,
+        terminal: bool,
+        held: bool = False,
     ) -> str | None:
         """:meth:`put`, returning the file's name (None when not kept). Never raises.
+
+        ``held``: the file is written claimed by this process, so that no replay takes
+        it until :meth:`release` (a run's terminal breadcrumb written before the rest of
+        its run); if this process dies first, the claim is given back like any other.
 
         .. versionadded:: 0.2.0
         """
@@ -329,7 +344,10 @@ class Spool:
             if not self._usable(create=True):
                 return None
             name = self._new_name(str(session), seq, bool(terminal))
-            self._write(name, body)
+            if held:
+                with _in_flight_lock:
+                    _in_flight.add(_held_name(name))
+            self._write(name, body, final=_held_name(name) if held else name)
             if not self._enforce_bounds(keep=name):
                 self.problem = "the spool is full of runs' terminal breadcrumbs"
                 return None
@@ -341,8 +359,18 @@ class Spool:
     def remove(self, name: str) -> None:
         """Take back a breadcrumb this process wrote (its name from :meth:`write`), if
         no replay has claimed it. Never raises."""
+        for candidate in (name, _held_name(name)):
+            with contextlib.suppress(OSError):
+                os.unlink(self.directory / candidate)
+        with _in_flight_lock:
+            _in_flight.discard(_held_name(name))
+
+    def release(self, name: str) -> None:
+        """Let replays take a breadcrumb written ``held``. Never raises."""
         with contextlib.suppress(OSError):
-            os.unlink(self.directory / name)
+            os.rename(self.directory / _held_name(name), self.directory / name)
+        with _in_flight_lock:
+            _in_flight.discard(_held_name(name))
 
     def holds(self, session: str) -> bool:
         """Whether the spool holds a breadcrumb of ``session`` (one being sent included).
@@ -365,8 +393,9 @@ class Spool:
             f"_{os.getpid()}_{next(_counter) % 10**12:012d}_{os.urandom(6).hex()}.json"
         )
 
-    def _write(self, name: str, body: bytes) -> None:
-        """Write ``body`` under ``name`` atomically: temporary file, fsync, rename."""
+    def _write(self, name: str, body: bytes, final: str | None = None) -> None:
+        """Write ``body`` under ``final`` (default ``name``) atomically: temporary file,
+        fsync, rename."""
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
         fd = os.open(temp, flags, 0o600)
@@ -378,7 +407,7 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temp, self.directory / name)
+            os.replace(temp, self.directory / (final or name))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

@@ -24,6 +24,7 @@ What the parent had queued is the parent's to send.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -180,6 +181,9 @@ class Worker:
         #: Spools a terminal entry when the spool holds others of its session (True
         #: when kept); None: no spool.
         self.keep_behind: Callable[[Entry], bool] | None = None
+        #: Spools an entry that replays may not take yet, and lets them (see keep_rest).
+        self.keep_held: Callable[[Entry], bool] | None = None
+        self.release_held: Callable[[], None] = lambda: None
         #: Replays a few spooled breadcrumbs when idle (True when more wait).
         self.replay: Callable[[], bool] | None = None
         self._routes: weakref.WeakSet[Route] = weakref.WeakSet()
@@ -498,10 +502,11 @@ class Worker:
 
         Sent live, the terminal breadcrumb would be stored before them once they are
         replayed. It is written first, as the one that matters most when little time is
-        left; replay still sends it last (by number, not by time of writing).
+        left, and held back from replays (another process's) until the rest is written;
+        replay sends it last (by number, not by time of writing).
         """
-        keep = self.keep
-        if keep is None:
+        keep = self.keep_held or self.keep
+        if self.keep is None or keep is None:
             return
         queued = self._take_queued()
         if not queued:
@@ -518,8 +523,12 @@ class Worker:
             else:
                 with self._lock:
                     self._terminals.append(entry)  # sent live after all
-        for entry in queued:
-            self._finish(entry, "shutdown")  # untried: kept, unless the terminal went live
+        try:
+            for entry in queued:
+                self._finish(entry, "shutdown")  # untried: kept, unless the terminal went live
+        finally:
+            with contextlib.suppress(Exception):
+                self.release_held()
 
     def _take_queued(self) -> list[Entry]:
         """Take every entry waiting in the queue, in order (a stop request stays)."""

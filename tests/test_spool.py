@@ -505,6 +505,26 @@ class TestReplay:
         assert (1, 0, 0, None) == spool.replay(lambda b, t: "sent", terminal_gap=30)
         assert time.monotonic() - start < 10
 
+    def test_a_held_breadcrumb_waits_for_its_release(self, spool: Spool, directory: Path) -> None:
+        """A run's terminal breadcrumb written before the rest of its run (the exit in a
+        hurry) is held: no replay takes it, nor gives it back as stale, until released."""
+        name = spool.write(payload(desc="end"), session="s", seq=9, terminal=True, held=True)
+        assert name is not None
+        (item,) = spool.items()
+        assert item.claimed_by is not None  # claimed by this process
+        assert (0, 0, 1, None) == spool.replay(lambda b, t: "sent", terminal_gap=0)
+        assert spool.put(payload(desc="R"), session="s", seq=1, terminal=False)
+        assert [("R", False)] == sent_by(spool)  # the rest of the run may go; not the end
+        spool.release(name)
+        assert [("end", True)] == sent_by(spool)
+        assert [] == names(directory)
+
+    def test_a_held_breadcrumb_can_be_taken_back(self, spool: Spool, directory: Path) -> None:
+        name = spool.write(payload(desc="end"), session="s", seq=9, terminal=True, held=True)
+        assert name is not None
+        spool.remove(name)
+        assert [] == names(directory)
+
     def test_holds(self, spool: Spool, clock: FakeClock) -> None:
         """Whether a session has breadcrumbs in the spool, claimed ones included."""
         assert not spool.holds("s")  # no directory yet

@@ -209,9 +209,9 @@ def test_a_spool_write_that_ends_after_the_exit_gave_up_is_taken_back(
     keeper = SpoolKeeper(str(tmp_path / "spool"), None, s, lambda *a: None)
     real_write = Spool._write
 
-    def slow_write(self: Spool, name: str, body: bytes) -> None:
+    def slow_write(self: Spool, name: str, body: bytes, final: str | None = None) -> None:
         time.sleep(0.6)
-        real_write(self, name, body)
+        real_write(self, name, body, final)
 
     monkeypatch.setattr(Spool, "_write", slow_write)
     e = entry(1)
