@@ -255,11 +255,7 @@ class Client:
 
         keeper = SpoolKeeper(directory, machine_rate, self.sender, self.report_once)
         self.spool = keeper
-        self.worker.keep = keeper.keep
-        self.worker.keep_behind = keeper.keep_behind
-        self.worker.keep_held = keeper.keep_held
-        self.worker.release_held = keeper.release_held
-        self.worker.replay = keeper.replay
+        self.worker.spool = keeper
         self.sender.budget = keeper.budget
 
     def _open_audit(self, path: str) -> None:

@@ -97,12 +97,8 @@ class SpoolKeeper:
         self.kept += 1
         return True
 
-    def keep_held(self, entry: Entry) -> bool:
-        """:meth:`keep`, held back from replays until :meth:`release_held`."""
-        return self.keep(entry, held=True)
-
     def release_held(self) -> None:
-        """Let replays take what :meth:`keep_held` wrote (bounded during the exit)."""
+        """Let replays take what :meth:`keep` wrote ``held`` (bounded during the exit)."""
         held, self._held = self._held, []
         spool = self.spool
         for name in held:

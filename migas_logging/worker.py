@@ -45,6 +45,7 @@ KEPT_REASONS = frozenset({"unreachable", "rate_limited"})
 if TYPE_CHECKING:
     from migas_logging.breadcrumb import Breadcrumb, Context
     from migas_logging.delivery import Sender
+    from migas_logging.replay import SpoolKeeper
 
 __all__ = ["Entry", "Filtered", "Route", "Worker"]
 
@@ -176,16 +177,8 @@ class Worker:
         self.sender = sender
         sender.idle = self._idle  # reads the queue of the moment (a fork makes a new one)
         self._report = report
-        #: Spools an undelivered entry (True when kept); None: no spool.
-        self.keep: Callable[[Entry], bool] | None = None
-        #: Spools a terminal entry when the spool holds others of its session (True
-        #: when kept); None: no spool.
-        self.keep_behind: Callable[[Entry], bool] | None = None
-        #: Spools an entry that replays may not take yet, and lets them (see keep_rest).
-        self.keep_held: Callable[[Entry], bool] | None = None
-        self.release_held: Callable[[], None] = lambda: None
-        #: Replays a few spooled breadcrumbs when idle (True when more wait).
-        self.replay: Callable[[], bool] | None = None
+        #: Keeps what cannot be delivered and replays it when idle; None: no spool.
+        self.spool: SpoolKeeper | None = None
         self._routes: weakref.WeakSet[Route] = weakref.WeakSet()
         self._init_state()
 
@@ -364,7 +357,7 @@ class Worker:
         self.sender.prepare()
         more = False  # spooled breadcrumbs wait to be replayed
         while True:
-            timeout = 0.05 if more else (1.0 if self.admission.folds or self.replay else None)
+            timeout = 0.05 if more else (1.0 if self.admission.folds or self.spool else None)
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -380,11 +373,11 @@ class Worker:
 
     def _replay_some(self) -> bool:
         """Idle: replay a few spooled breadcrumbs (never during the exit)."""
-        replay = self.replay
-        if replay is None or self.ended or self.stopped or self.pending:
+        spool = self.spool
+        if spool is None or self.ended or self.stopped or self.pending:
             return False
         try:
-            return replay()
+            return spool.replay()
         except Exception as exc:
             self._report("replay", "migas: replaying the spool failed: %r", exc)
             return False
@@ -422,14 +415,14 @@ class Worker:
     def _behind_spool(self, entry: Entry) -> bool:
         """Whether a terminal entry went to the spool behind others of its run; if not,
         it goes out live, and nothing more of the run is spooled."""
-        keep_behind = self.keep_behind
-        if keep_behind is None or self.sender.run_over():
+        spool = self.spool
+        if spool is None or self.sender.run_over():
             return False
         if not self._take_spool_lock():
             self.terminal_live = True  # the spool is stuck (a hung file system?): go live
             return False
         try:
-            if keep_behind(entry):
+            if spool.keep_behind(entry):
                 return True
         except Exception:
             pass
@@ -460,9 +453,10 @@ class Worker:
             self._settle(entry, own_connection=own_connection)
 
     def _finish(self, entry: Entry, result: str) -> None:
-        if self.keep is not None and not entry.summary and self._take_spool_lock():
+        spool = self.spool
+        if spool is not None and not entry.summary and self._take_spool_lock():
             try:
-                if self._keepable(entry, result) and self.keep(entry):
+                if self._keepable(entry, result) and spool.keep(entry):
                     result = "spooled"  # sent later, by this process or another
             except Exception:
                 pass
@@ -505,8 +499,8 @@ class Worker:
         left, and held back from replays (another process's) until the rest is written;
         replay sends it last (by number, not by time of writing).
         """
-        keep = self.keep_held or self.keep
-        if self.keep is None or keep is None:
+        spool = self.spool
+        if spool is None:
             return
         queued = self._take_queued()
         if not queued:
@@ -515,7 +509,7 @@ class Worker:
             terminals, self._terminals = self._terminals, []
         for entry in terminals:
             try:
-                kept = keep(entry)
+                kept = spool.keep(entry, held=True)
             except Exception:
                 kept = False
             if kept:
@@ -528,7 +522,7 @@ class Worker:
                 self._finish(entry, "shutdown")  # untried: kept, unless the terminal went live
         finally:
             with contextlib.suppress(Exception):
-                self.release_held()
+                spool.release_held()
 
     def _take_queued(self) -> list[Entry]:
         """Take every entry waiting in the queue, in order (a stop request stays)."""

@@ -73,21 +73,41 @@ class TestSpacingFits:
         assert s.spacing_fits(PROJECT)
 
 
+class FakeSpool:
+    """Stands in for the SpoolKeeper: records what the worker keeps, writes nothing."""
+
+    def __init__(self) -> None:
+        self.kept: list[Entry] = []
+        self.held: list[Entry] = []
+        self.behind = False  # what keep_behind answers
+        self.released = 0
+
+    def keep(self, entry: Entry, *, held: bool = False) -> bool:
+        self.kept.append(entry)
+        if held:
+            self.held.append(entry)
+        return True
+
+    def keep_behind(self, entry: Entry) -> bool:
+        return self.behind
+
+    def release_held(self) -> None:
+        self.released += 1
+
+    def replay(self) -> bool:
+        return False
+
+
 def worker() -> tuple[Worker, list[Entry]]:
-    kept: list[Entry] = []
     w = Worker(
         Admission(fold_window=0, rate_cap=None, queue_size=100),
         Ledger(),
         sender(),
         lambda *a: None,
     )
-
-    def keep(entry: Entry) -> bool:
-        kept.append(entry)
-        return True
-
-    w.keep = keep
-    return w, kept
+    spool = FakeSpool()
+    w.spool = spool  # type: ignore[assignment]
+    return w, spool.kept
 
 
 def entry(seq: int, *, terminal: bool = False, attempts: int = 0) -> Entry:
@@ -135,6 +155,8 @@ class TestWhatGoesToTheSpool:
         w.keep_rest()
         assert [3, 1, 2] == [e.seq for e in kept]
         assert [True, False, False] == [e.terminal for e in kept]
+        assert [3] == [e.seq for e in w.spool.held]  # type: ignore[union-attr]
+        assert 1 == w.spool.released  # type: ignore[union-attr]
         assert 0 == w.pending
         assert w.ledger.total.dropped == {"spooled": 3}
 
@@ -149,7 +171,7 @@ class TestWhatGoesToTheSpool:
 
     def test_keep_rest_without_a_spool_does_nothing(self) -> None:
         w, _ = worker()
-        w.keep = None
+        w.spool = None
         w._queue.put((1, Route(lambda d, c: d), "a", False))
         w.keep_rest()
         assert not w._queue.empty()
@@ -158,7 +180,7 @@ class TestWhatGoesToTheSpool:
 def test_a_terminal_kept_behind_the_spool_is_not_tried(monkeypatch: Any) -> None:
     """When the spool says so, the terminal entry is spooled and never sent."""
     w, _ = worker()
-    w.keep_behind = lambda e: True
+    w.spool.behind = True  # type: ignore[union-attr]
     tried: list[Entry] = []
     monkeypatch.setattr(w.sender, "settle", lambda e, **kw: tried.append(e) or "sent")
     w.pending = 1
@@ -166,7 +188,7 @@ def test_a_terminal_kept_behind_the_spool_is_not_tried(monkeypatch: Any) -> None
     assert [] == tried
     assert w.ledger.total.dropped == {"spooled": 1}
     assert not w.terminal_live
-    w.keep_behind = lambda e: False
+    w.spool.behind = False  # type: ignore[union-attr]
     w.pending = 1
     w._settle(entry(2, terminal=True))
     assert 1 == len(tried)
