@@ -39,6 +39,7 @@ from migas_logging._version import __version__
 from migas_logging.exceptions import ConfigurationError, MigasError
 
 if TYPE_CHECKING:
+    from migas_logging.admission import RateCap
     from migas_logging.spool import Spool
 
 __all__ = ["main"]
@@ -385,18 +386,19 @@ def _cmd_spool_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _machine_rate(text: str) -> str:
-    """``--rate``: N/SECONDS, checked like the ``machine_rate`` option."""
+def _machine_rate(text: str) -> RateCap:
+    """``--rate``: N/SECONDS, checked like the ``machine_rate`` option (never off)."""
     from migas_logging.admission import RateCap
 
     try:
-        if RateCap.parse(text) is None:
+        cap = RateCap.parse(text)
+        if cap is None:
             raise ValueError("off")
-    except (ValueError, ConfigurationError) as exc:
+    except ValueError as exc:  # ConfigurationError is one
         raise argparse.ArgumentTypeError(
             f"{text!r} is not N/SECONDS (for example 1000/60): {exc}"
         ) from None
-    return text
+    return cap
 
 
 def _cmd_spool_send(args: argparse.Namespace) -> int:
@@ -415,10 +417,8 @@ def _cmd_spool_send(args: argparse.Namespace) -> int:
     from migas_logging.client import DEFAULT_MACHINE_RATE
     from migas_logging.transport import OutcomeKind
 
-    cap = RateCap.parse(getattr(args, "rate", None) or DEFAULT_MACHINE_RATE)
-    if cap is None:  # "off": the server's window is still the limit; pace by it
-        cap = RateCap.parse(DEFAULT_MACHINE_RATE)
-        assert cap is not None
+    cap = getattr(args, "rate", None) or RateCap.parse(DEFAULT_MACHINE_RATE)
+    assert cap is not None
     # the same budget as the processes of this machine: the replay shares their window
     budget = for_server_window(spool.directory.parent / "budget", cap.count, cap.period)
     end = time.monotonic() + max(0.0, getattr(args, "max_wait", 120.0))
