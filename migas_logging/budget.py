@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
+from migas_logging._bounded import BoundedCalls, Busy
 from migas_logging._files import NOFOLLOW, private_dir_problem
 from migas_logging.exceptions import ConfigurationError
 
@@ -60,10 +61,6 @@ _SLOT: Final = struct.Struct("<d")
 _MAX_COUNT: Final = 100_000
 #: After the file failed, how long the process keeps its own budget before trying again.
 _RETRY_FILE_AFTER: Final = 30.0
-
-
-class _Busy(Exception):
-    """The lock or the helper thread did not answer in time (not an error yet)."""
 
 
 #: Seconds a grant stays spent beyond the server's window: the server counts a request
@@ -215,7 +212,7 @@ class MachineBudget:
         self._dir_ok = False
         self._busy_since: float | None = None
         self._file_failed_at: float | None = None
-        self._pending: tuple[threading.Thread, float] | None = None
+        self._calls = BoundedCalls("migas-budget")  # one helper at a time (a hung disk?)
         #: Why the file is not used now (the process keeps its own budget), or None.
         self.problem: str | None = None
         #: Decisions made with this process's own budget because the file failed.
@@ -282,7 +279,7 @@ class MachineBudget:
         if failed_at is None or clock - failed_at > _RETRY_FILE_AFTER:
             try:
                 result = self._bounded(lambda cancelled: self._with_file(shared, cancelled))
-            except _Busy:
+            except Busy:
                 with self._lock:
                     since = self._busy_since = self._busy_since or clock
                 if clock - since <= self.stuck_after:
@@ -323,7 +320,6 @@ class MachineBudget:
         if pid != self._pid:  # a forked child: no helper thread, and a fresh lock
             self._pid = pid
             self._lock = threading.Lock()
-            self._pending = None
             self._busy_since = None
 
     def _bounded(self, work: Callable[[threading.Event], _T]) -> _T:
@@ -332,44 +328,19 @@ class MachineBudget:
         When the wait ends first, ``cancelled`` is set: work that has not begun its change
         of the file by then gives up, so a late answer rarely wastes a token.
         """
-        with self._lock:
-            pending = self._pending
-            if pending is not None:
-                if pending[0].is_alive():
-                    raise _Busy  # the previous call has not come back (a hung disk?)
-                self._pending = None
-        box: list[tuple[bool, object]] = []
         cancelled = threading.Event()
-
-        def run() -> None:
-            try:
-                box.append((True, work(cancelled)))
-            except BaseException as exc:  # handed to the caller below
-                box.append((False, exc))
-
-        thread = threading.Thread(target=run, name="migas-budget", daemon=True)
         try:
-            thread.start()
-        except RuntimeError:  # the interpreter is shutting down: no new threads
-            return work(cancelled)
-        thread.join(self.lock_wait * 2)
-        if not box:
+            return self._calls.run(lambda: work(cancelled), self.lock_wait * 2)
+        except Busy:
             cancelled.set()
-        if not box:  # (an answer that came meanwhile is still used)
-            with self._lock:
-                self._pending = (thread, time.monotonic())
-            raise _Busy
-        ok, value = box[0]
-        if not ok:
-            raise value  # type: ignore[misc]
-        return value  # type: ignore[return-value]
+            raise
 
     # -- the file -----------------------------------------------------------------------
 
     def _with_file(self, work: Callable[[int], _T], cancelled: threading.Event) -> _T:
         """Open the file, lock it (bounded), run ``work(fd)``, unlock and close.
 
-        Raises ``_Busy`` without running ``work`` if ``cancelled`` is set once locked.
+        Raises ``Busy`` without running ``work`` if ``cancelled`` is set once locked.
         """
         if fcntl is None:  # pragma: no cover - not POSIX
             raise OSError("file locks are not available on this system")
@@ -386,7 +357,7 @@ class MachineBudget:
             self._lock_file(fd)
             try:
                 if cancelled.is_set():
-                    raise _Busy  # the caller stopped waiting: change nothing
+                    raise Busy  # the caller stopped waiting: change nothing
                 return work(fd)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -404,7 +375,7 @@ class MachineBudget:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise _Busy from None
+                    raise Busy from None
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
 

@@ -21,12 +21,12 @@ workers behind one address stay under the server's window.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from migas_logging._bounded import BoundedCalls, Busy
 from migas_logging.budget import MachineBudget, for_server_window
 from migas_logging.spool import Spool, breadcrumb_from_payload, verdict_of
 
@@ -76,6 +76,7 @@ class SpoolKeeper:
         self.kept = 0
         self.replayed = 0
         self._held: list[str] = []  # written held: released at the end of the exit
+        self._calls = BoundedCalls("migas-spool")  # spool work during the exit
 
     def keep(self, entry: Entry, *, held: bool = False) -> bool:
         """Write an undelivered entry to the spool; True when it was kept.
@@ -125,32 +126,20 @@ class SpoolKeeper:
         return name is not None
 
     def _bounded(
-        self, work: Callable[[], _T], default: _T, late: Callable[[_T], object] = lambda r: None
+        self, work: Callable[[], _T], default: _T, late: Callable[[_T], object] | None = None
     ) -> _T:
         """``work()`` on this thread; during the exit, on a helper thread waited for only
         until the deadline's grace, so that a hung file system never holds the exit
-        (then ``default``, and ``late(result)`` if the work ends after all)."""
+        (then ``default``, and ``late(result)`` if the work ends after all; while a call
+        is stuck, later ones get ``default`` at once)."""
         deadline = self._sender.exit_deadline
         if not deadline:
             return work()
-        done, given_up = threading.Event(), threading.Event()
-        result: list[_T] = [default]
-
-        def run() -> None:
-            result[0] = work()
-            done.set()
-            if given_up.is_set():
-                late(result[0])
-
+        timeout = deadline + _WRITE_GRACE - time.monotonic()
         try:
-            threading.Thread(target=run, name="migas-spool", daemon=True).start()
-        except RuntimeError:  # no new threads (the interpreter is finalizing)
-            run()
-        if not done.wait(max(0.0, deadline + _WRITE_GRACE - time.monotonic())):
-            given_up.set()
-            if not done.is_set():
-                return default
-        return result[0]
+            return self._calls.run(work, timeout, late=late)
+        except Busy:
+            return default
 
     def keep_behind(self, entry: Entry) -> bool:
         """Spool a terminal breadcrumb that could not be its session's latest if sent now.
