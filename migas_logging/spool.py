@@ -197,8 +197,9 @@ def _parse(name: str) -> tuple[re.Match[str], tuple[str, int] | None] | None:
     return match, (claimer["host"], int(claimer["pid"]))
 
 
-def _held_name(name: str) -> str:
-    """The name of a file written claimed by this process (see :meth:`Spool.write`)."""
+def _claimed_name(name: str) -> str:
+    """The name of file ``name`` claimed by this process (to send it, or held by
+    :meth:`Spool.write`)."""
     return f"{name}{_CLAIM}{_this_host()}-{os.getpid()}"
 
 
@@ -346,8 +347,8 @@ class Spool:
             name = self._new_name(str(session), seq, bool(terminal))
             if held:
                 with _in_flight_lock:
-                    _in_flight.add(_held_name(name))
-            self._write(name, body, final=_held_name(name) if held else name)
+                    _in_flight.add(_claimed_name(name))
+            self._write(name, body, final=_claimed_name(name) if held else name)
             if not self._enforce_bounds(keep=name):
                 self.problem = "the spool is full of runs' terminal breadcrumbs"
                 return None
@@ -359,18 +360,18 @@ class Spool:
     def remove(self, name: str) -> None:
         """Take back a breadcrumb this process wrote (its name from :meth:`write`), if
         no replay has claimed it. Never raises."""
-        for candidate in (name, _held_name(name)):
+        for candidate in (name, _claimed_name(name)):
             with contextlib.suppress(OSError):
                 os.unlink(self.directory / candidate)
         with _in_flight_lock:
-            _in_flight.discard(_held_name(name))
+            _in_flight.discard(_claimed_name(name))
 
     def release(self, name: str) -> None:
         """Let replays take a breadcrumb written ``held``. Never raises."""
         with contextlib.suppress(OSError):
-            os.rename(self.directory / _held_name(name), self.directory / name)
+            os.rename(self.directory / _claimed_name(name), self.directory / name)
         with _in_flight_lock:
-            _in_flight.discard(_held_name(name))
+            _in_flight.discard(_claimed_name(name))
 
     def holds(self, session: str) -> bool:
         """Whether the spool holds a breadcrumb of ``session`` (one being sent included).
@@ -713,7 +714,7 @@ class Spool:
 
     def _claim(self, item: SpoolItem) -> Path | None:
         """Rename the item's file to this process's claim; None if another was first."""
-        target = item.path.with_name(f"{item.path.name}{_CLAIM}{_this_host()}-{os.getpid()}")
+        target = item.path.with_name(_claimed_name(item.path.name))
         with _in_flight_lock:
             _in_flight.add(target.name)
         try:
