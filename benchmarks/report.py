@@ -712,11 +712,11 @@ def plot_cluster(cluster: dict[str, Any], path: Path) -> bool:
     scenarios = cluster.get("scenarios", [])
     if not scenarios:
         return False
-    names = []
-    for e in scenarios:
-        name = f"N={e['n']} {e['window'][0]}/{e['window'][1]:g}s {e['phase']}"
-        if name not in names:
-            names.append(name)
+
+    def name_of(e: dict[str, Any]) -> str:
+        return f"N={e['n']} {e['window'][0]}/{e['window'][1]:g}s {e['phase']}"
+
+    names = list(dict.fromkeys(name_of(e) for e in scenarios))
     libs = [lib for lib in ("migas_logging", "migas") if any(e["lib"] == lib for e in scenarios)]
     colors = {"migas_logging": "#1c7ed6", "migas": "#868e96"}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.2), sharex=True)
@@ -727,7 +727,7 @@ def plot_cluster(cluster: dict[str, Any], path: Path) -> bool:
             if e["lib"] != lib:
                 continue
             n = e["n"]
-            x = names.index(f"N={n} {e['window'][0]}/{e['window'][1]:g}s {e['phase']}")
+            x = names.index(name_of(e))
             xs.append(x + (k - (len(libs) - 1) / 2) * width)
             live.append(100 * e["direct"]["latest"] / n)
             replayed.append(100 * (e.get("after_replay") or e["direct"])["latest"] / n)
