@@ -3,8 +3,10 @@
 A hung file system (an NFS server that went away) can make any file operation block
 forever. Code that must keep a bound (the exit's deadline, the machine budget's short
 waits) runs such work through :class:`BoundedCalls`: on a daemon thread, waited for at
-most ``timeout``. One call at a time: while an earlier call has not come back, later
-ones are refused at once (:class:`Busy`) instead of piling up stuck threads.
+most ``timeout``. With ``exclusive``, one call at a time: while an earlier call has not
+come back, later ones are refused at once (:class:`Busy`) instead of piling up stuck
+threads. Without it, each call has its own thread and a slow one (a loaded machine, not
+a hung disk) still finishes its work after the caller stopped waiting.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ class BoundedCalls:
 
     Args:
         name: The helper threads' name.
+        exclusive: Refuse a call while an earlier one has not come back.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, exclusive: bool = True) -> None:
         self._name = name
+        self._exclusive = exclusive
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._pending: threading.Thread | None = None  # a call that has not come back
@@ -47,7 +51,7 @@ class BoundedCalls:
 
         Raises:
             Busy: it did not end in time (then ``late(value)`` runs on the helper thread
-                when it does), or an earlier call has not come back yet.
+                when it does), or (``exclusive``) an earlier call has not come back yet.
             Exception: whatever ``work`` raised.
         """
         if self._pid != os.getpid():  # a forked child: no helper thread, a fresh lock
@@ -82,8 +86,9 @@ class BoundedCalls:
             if not box:  # (an answer that came meanwhile is still used)
                 given_up.set()
         if not box:
-            with self._lock:
-                self._pending = thread
+            if self._exclusive:
+                with self._lock:
+                    self._pending = thread
             raise Busy
         ok, value = box[0]
         if not ok:

@@ -76,7 +76,9 @@ class SpoolKeeper:
         self.kept = 0
         self.replayed = 0
         self._held: list[str] = []  # written held: released at the end of the exit
-        self._calls = BoundedCalls("migas-spool")  # spool work during the exit
+        # spool work during the exit: a slow write or release still completes after the
+        # exit stopped waiting for it (a held outcome must be released), so not exclusive
+        self._calls = BoundedCalls("migas-spool", exclusive=False)
 
     def keep(self, entry: Entry, *, held: bool = False) -> bool:
         """Write an undelivered entry to the spool; True when it was kept.
@@ -130,8 +132,7 @@ class SpoolKeeper:
     ) -> _T:
         """``work()`` on this thread; during the exit, on a helper thread waited for only
         until the deadline's grace, so that a hung file system never holds the exit
-        (then ``default``, and ``late(result)`` if the work ends after all; while a call
-        is stuck, later ones get ``default`` at once)."""
+        (then ``default``, and ``late(result)`` if the work ends after all)."""
         deadline = self._sender.exit_deadline
         if not deadline:
             return work()

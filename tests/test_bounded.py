@@ -53,3 +53,18 @@ def test_no_late_call_for_an_answer_in_time() -> None:
     late: list[int] = []
     assert 1 == BoundedCalls("t-in-time").run(lambda: 1, 5, late=late.append)
     assert [] == late
+
+
+def test_not_exclusive_a_slow_call_still_completes_beside_the_next() -> None:
+    """The spool's calls: a slow one (a loaded machine) is not waited for, but it still
+    does its work, and the next call is not refused."""
+    calls = BoundedCalls("t-shared", exclusive=False)
+    release = threading.Event()
+    done: list[str] = []
+    with pytest.raises(Busy):
+        calls.run(lambda: release.wait(30) and done.append("slow"), 0.1)
+    assert 5 == calls.run(lambda: 5, 5)
+    release.set()
+    for thread in helpers("t-shared"):
+        thread.join(10)
+    assert ["slow"] == done
